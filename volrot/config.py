@@ -1,0 +1,214 @@
+"""Recipes: YAML files describing one training run, with validation and `--set` overrides.
+
+A recipe has four sections; every `volrot train` flag maps onto one key::
+
+    model:  {arch: resnet3d, <arch options, e.g. width: 8>}      --arch, --set model.width=8
+    data:   {name: shapes, root: null, size: 28, ...}             --data, --root, --size
+    optim:  {name: adam, lr: 0.001, weight_decay: 0, ...}         --lr
+    train:  {epochs, batch_size, seed, device, augment, amp, out}  --epochs --batch-size ...
+
+Unknown keys are a `UserError` naming the key (exit 2). Arch options are validated against the
+registry when the model is built (and once more here, up front, by `validate_model_options`).
+The effective recipe is written into the run folder as `recipe.yaml`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from volrot.errors import UserError
+
+REPO_RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "resnet3d"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataConfig:
+    name: str = "shapes"
+    root: str | None = None
+    size: int = 28
+    verify: bool = True  # check MD5 of MedMNIST files
+    max_samples: int | None = None  # per split, for quick runs and tests (first N of each split)
+    split_seed: int = 0  # seeded stratified split for NIfTI/DICOM sources without a split column
+    preprocess: dict[str, Any] = field(default_factory=dict)  # NIfTI/DICOM pipeline options
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adam"  # adam | sgd
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9  # sgd only
+    milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # fractions of epochs
+    gamma: float = 0.1
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 100
+    batch_size: int = 32
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    augment: str = "none"  # none | so3 | octahedral
+    amp: bool = True  # mixed precision on CUDA (ignored on CPU)
+    num_workers: int = 0
+    out: str = "runs"
+    name: str | None = None  # run folder name; default <arch>-<data>-<timestamp>
+    eval_every: int = 1
+
+
+@dataclass
+class Recipe:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        model = {"arch": d["model"]["arch"], **d["model"]["options"]}
+        return {"model": model, "data": d["data"], "optim": d["optim"], "train": d["train"]}
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+_SECTIONS = {"data": DataConfig, "optim": OptimConfig, "train": TrainConfig}
+
+
+def _coerce(section: str, key: str, value: Any, typ: Any) -> Any:
+    """Check a YAML value against the field's annotated type (as a string annotation)."""
+    t = str(typ)
+    if value is None:
+        if "None" in t:
+            return None
+        raise UserError(f"recipe key '{section}.{key}' must not be null")
+    if t.startswith("int") and not isinstance(value, bool):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, int):
+            return value
+        raise UserError(f"recipe key '{section}.{key}' must be an integer, got {value!r}")
+    if t.startswith("float"):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise UserError(f"recipe key '{section}.{key}' must be a number, got {value!r}")
+    if t.startswith("bool"):
+        if isinstance(value, bool):
+            return value
+        raise UserError(f"recipe key '{section}.{key}' must be true or false, got {value!r}")
+    if t.startswith("str"):
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise UserError(f"recipe key '{section}.{key}' must be a string, got {value!r}")
+    if t.startswith("list"):
+        if isinstance(value, (list, tuple)):
+            return [float(v) for v in value]
+        raise UserError(f"recipe key '{section}.{key}' must be a list, got {value!r}")
+    if t.startswith("dict"):
+        if isinstance(value, dict):
+            return dict(value)
+        raise UserError(f"recipe key '{section}.{key}' must be a mapping, got {value!r}")
+    return value
+
+
+def recipe_from_dict(raw: dict[str, Any] | None, source: str = "recipe") -> Recipe:
+    """Build a validated `Recipe` from a nested dict (unknown sections/keys are errors)."""
+    raw = raw or {}
+    if not isinstance(raw, dict):
+        raise UserError(f"{source}: a recipe must be a YAML mapping")
+    recipe = Recipe()
+    for section, values in raw.items():
+        if section == "model":
+            if not isinstance(values, dict):
+                raise UserError(f"{source}: 'model' must be a mapping")
+            values = dict(values)
+            if "arch" in values:
+                recipe.model.arch = str(values.pop("arch"))
+            recipe.model.options.update(values)
+            continue
+        if section not in _SECTIONS:
+            raise UserError(f"{source}: unknown recipe section '{section}' (known: model, data, optim, train)")
+        if not isinstance(values, dict):
+            raise UserError(f"{source}: '{section}' must be a mapping")
+        target = getattr(recipe, section)
+        fields = {f.name: f for f in dataclasses.fields(target)}
+        for key, value in values.items():
+            if key not in fields:
+                raise UserError(f"{source}: unknown recipe key '{section}.{key}'")
+            setattr(target, key, _coerce(section, key, value, fields[key].type))
+    return recipe
+
+
+def load_recipe_file(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"recipe file not found: {p}")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise UserError(f"{p}: not valid YAML{where}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise UserError(f"{p}: a recipe must be a YAML mapping")
+    return raw
+
+
+def apply_override(raw: dict[str, Any], assignment: str) -> None:
+    """Apply one `--set section.key=value` (value parsed as YAML) to a raw recipe dict."""
+    if "=" not in assignment:
+        raise UserError(f"--set expects KEY=VALUE, got '{assignment}'")
+    key, _, text = assignment.partition("=")
+    parts = key.strip().split(".")
+    if len(parts) != 2 or not all(parts):
+        raise UserError(f"--set key must look like section.key (e.g. optim.lr), got '{key}'")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text
+    section, name = parts
+    sec = raw.setdefault(section, {})
+    if not isinstance(sec, dict):
+        raise UserError(f"recipe section '{section}' must be a mapping")
+    sec[name] = value
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Two-level merge of raw recipe dicts (sections, then keys)."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
+    for section, values in over.items():
+        if isinstance(values, dict) and isinstance(out.get(section), dict):
+            out[section].update(values)
+        else:
+            out[section] = values
+    return out
+
+
+def find_recipe(arch: str, dataset: str) -> Path | None:
+    """The shipped recipe for an (arch, dataset) pair, e.g. recipes/equilopo_nodule.yaml."""
+    p = REPO_RECIPES / f"{arch}_{dataset}.yaml"
+    return p if p.is_file() else None
+
+
+def validate_model_options(recipe: Recipe) -> None:
+    """Fail early (before any data is read) on an unknown arch or arch option."""
+    from volrot.models import get_entry
+
+    entry = get_entry(recipe.model.arch)
+    for key in recipe.model.options:
+        if key not in entry.defaults:
+            options = ", ".join(sorted(entry.defaults)) or "none"
+            raise UserError(f"unknown recipe key 'model.{key}' for arch '{entry.name}' (options: {options})")

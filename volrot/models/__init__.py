@@ -1,0 +1,22 @@
+"""Model zoo. Each architecture is one module that registers itself by name."""
+
+from volrot.models.registry import (
+    count_parameters,
+    create_model,
+    get_entry,
+    list_models,
+    model_defaults,
+    register_model,
+)
+
+# Built-in architectures: importing a module registers it.
+from volrot.models import resnet3d  # noqa: E402,F401
+
+__all__ = [
+    "count_parameters",
+    "create_model",
+    "get_entry",
+    "list_models",
+    "model_defaults",
+    "register_model",
+]
