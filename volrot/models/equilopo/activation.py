@@ -1,0 +1,147 @@
+"""Nonlinearities on SO(3) functions: local polynomial ReLU, SO(3) SoftMax, global gate.
+
+Local activation (research/equilopo.md §1.4): σ(f)(Q) = n·P(f(Q)/n) pointwise on SO(3), with
+P(y) = c0 + c1 y + c2 y². The result is band-limited to degree 2L (degree doubling). The
+normaliser n and the adaptive coefficients are computed per (sample, channel, voxel) and are
+constants in backprop (detached), as in the authors' code.
+
+* ``adaptive``: μ = f⁰, σ² = Σ_{l≥1} ‖f^l‖²/(2l+1), n = 3σ + 1e-12, a = μ/n; the L2 fit of ReLU
+  on [a−1, a+1] (paper Eq. 15); P(y) = 0.01·y when μ+3σ ≤ 0, P(y) = y when μ−3σ ≥ 0.
+* ``constant``: n = ‖f‖₂/3 with ‖f‖₂² = 8π² Σ ‖f^l‖²/(2l+1), c = (3/32, 1/2, 15/32).
+* ``trainable``: as constant, c = (3/32, 1/2, 15/32) + θ, θ ∈ R³ a parameter of the layer
+  (initialised to 0; the authors' code draws θ ~ U[0, 1)).
+
+How it is computed: f is evaluated at K fixed rotations (one matmul with a (K, N_L) Wigner
+sampling matrix), P is applied to the K values, and the values are mapped back to degree-2L
+coefficients (one matmul with the pseudo-inverse of a full-rank sampling matrix). Because
+n·P(f/n) is exactly band-limited to 2L this equals the CG-product formula
+σ(f)^l = n c0 δ_l0 + c1 f^l + (c2/n)(f·f)^l to float rounding (tested against
+`volrot.so3.wigner.product_cg`), with no loop over CG entries and K ≈ N_2L values per function.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+from volrot.so3.wigner import SO3Resampler, degree_of_coefficient, n_coeffs
+
+COEFFICIENT_TYPES = ("adaptive", "constant", "trainable")
+_CONST = (3.0 / 32.0, 0.5, 15.0 / 32.0)
+_RESAMPLERS: dict[tuple[int, int], SO3Resampler] = {}
+
+
+def _resampler(lin: int, lout: int) -> SO3Resampler:
+    if (lin, lout) not in _RESAMPLERS:
+        _RESAMPLERS[(lin, lout)] = SO3Resampler(lin, lout)
+    return _RESAMPLERS[(lin, lout)]
+
+
+def degree_weights(lmax: int) -> torch.Tensor:
+    """1/(2l+1) per flat coefficient: Σ_i w_i f_i² = mean_Q f²."""
+    return 1.0 / (2.0 * degree_of_coefficient(lmax).float() + 1.0)
+
+
+def adaptive_coefficients(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Least-squares quadratic fit of ReLU(y) on [a−1, a+1] (paper Eq. 15)."""
+    a2 = a * a
+    c0 = (15 * a2**3 - 27 * a2 * a2 + 9 * a2 + 3) / 32
+    c1 = 0.5 - 3 * a / 16 + 13 * a * a2 / 8 - 15 * a * a2 * a2 / 16
+    c2 = 15 * (1 - a2) ** 2 / 32
+    return c0, c1, c2
+
+
+class LocalActivation(nn.Module):
+    """Pointwise polynomial ReLU on SO(3): `(B, C, N_L, ...)` -> `(B, C, N_{keep}, ...)`.
+
+    `keep` (default 2L) truncates the output degree when the consumer needs fewer degrees; the
+    kept coefficients are exact.
+    """
+
+    def __init__(self, lmax: int, coefficients: str = "adaptive", keep: int | None = None):
+        super().__init__()
+        if coefficients not in COEFFICIENT_TYPES:
+            raise ValueError(f"coefficients must be one of {COEFFICIENT_TYPES}, got {coefficients!r}")
+        self.lmax, self.coefficients = lmax, coefficients
+        self.lout = 2 * lmax
+        self.keep = self.lout if keep is None else min(keep, self.lout)
+        rs = _resampler(lmax, self.lout)
+        self.register_buffer("sample", rs.sample_in.float(), persistent=False)  # (K, N_L)
+        self.register_buffer("analysis", rs.analysis[: n_coeffs(self.keep)].float(), persistent=False)
+        self.register_buffer("weights_l", degree_weights(lmax), persistent=False)
+        if coefficients == "trainable":
+            self.theta = nn.Parameter(torch.zeros(3))
+
+    def polynomial(self, x: torch.Tensor):
+        """Detached normaliser n and coefficients (c0, c1, c2), each (B, C, 1, ...)."""
+        with torch.no_grad():
+            w = self.weights_l.view(1, 1, -1, *([1] * (x.dim() - 3)))
+            sq = x * x * w
+            mu = x[:, :, :1]
+            var = sq[:, :, 1:].sum(2, keepdim=True)
+            if self.coefficients == "adaptive":
+                three_sigma = 3 * var.sqrt()
+                n = three_sigma + 1e-12
+                c0, c1, c2 = adaptive_coefficients((mu / n).clamp(-1, 1))
+                neg = mu + three_sigma <= 0
+                pos = mu - three_sigma >= 0
+                zero = torch.zeros_like(c0)
+                c0 = torch.where(neg | pos, zero, c0)
+                c2 = torch.where(neg | pos, zero, c2)
+                c1 = torch.where(neg, torch.full_like(c1, 0.01), torch.where(pos, torch.ones_like(c1), c1))
+                return n, (c0, c1, c2)
+            n = torch.sqrt(8 * math.pi**2 * (mu * mu + var)) / 3 + 1e-12
+        c = torch.tensor(_CONST, dtype=x.dtype, device=x.device)
+        if self.coefficients == "trainable":
+            c = c + self.theta.to(x.dtype)
+        return n, (c[0], c[1], c[2])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, (c0, c1, c2) = self.polynomial(x)
+        # values at the K sampling rotations: (B, C, K, ...)
+        v = torch.einsum("kn,bcn...->bck...", self.sample, x)
+        p = n * c0 + c1 * v + (c2 / n) * (v * v)
+        return torch.einsum("mk,bck...->bcm...", self.analysis, p)
+
+    def extra_repr(self) -> str:
+        return f"L {self.lmax}->{self.keep}, coefficients={self.coefficients}, K={self.sample.shape[0]}"
+
+
+class SO3SoftMax(nn.Module):
+    """Rotation-invariant soft maximum of each SO(3) function (App. J.1):
+
+    SoftMax(f) = ∫ ReLU(f)² / ∫ ReLU(f) ≈ [Σ_l ‖p^l‖²/(2l+1)] / |p⁰ + 1e-16| with p = σ(f) the
+    local polynomial ReLU (degree 2L). `(B, C, N_L, ...)` -> `(B, C, ...)`.
+    """
+
+    def __init__(self, lmax: int, coefficients: str = "adaptive"):
+        super().__init__()
+        self.activation = LocalActivation(lmax, coefficients)
+        self.register_buffer("weights_2l", degree_weights(2 * lmax), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.activation(x)
+        w = self.weights_2l.view(1, 1, -1, *([1] * (x.dim() - 3)))
+        return (p * p * w).sum(2) / (p[:, :, 0] + 1e-16).abs()
+
+
+class GlobalActivation(nn.Module):
+    """Gate each SO(3) function by its channels' SoftMax values (App. J.2):
+
+    out_c = f_c · sigmoid(Σ_c' W_cc' SoftMax(f_c') + b_c), per voxel; degree unchanged.
+    The inner SoftMax uses the given coefficient type (the authors' code always uses
+    ``trainable`` there).
+    """
+
+    def __init__(self, channels: int, lmax: int, coefficients: str = "adaptive"):
+        super().__init__()
+        self.softmax = SO3SoftMax(lmax, coefficients)
+        self.mix = nn.Linear(channels, channels)
+        self.lmax = self.lout = self.keep = lmax
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.softmax(x).movedim(1, -1)  # (B, ..., C)
+        gate = torch.sigmoid(self.mix(s)).movedim(-1, 1)  # (B, C, ...)
+        return x * gate.unsqueeze(2)
