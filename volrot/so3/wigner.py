@@ -217,3 +217,60 @@ class SO3Resampler:
         sv = torch.linalg.svdvals(S * weights)
         self.condition = float(sv[0] / sv[-1])
         self.lin, self.lout, self.k = lin, lout, k
+
+
+# ----------------------------------------------------------------------------- report convention
+
+
+def report_sh(l: int, xyz: torch.Tensor) -> torch.Tensor:
+    """The authors' real SH (research/equilopo.md §1.1), float64, orthonormal on the sphere.
+
+    Polar axis z, φ = atan2(y, x), Condon–Shortley phase included (Y_{1,−1} ∝ −y, Y_{1,0} ∝ z,
+    Y_{1,1} ∝ −x); index l+m holds √2 N P_l^m(cos θ) cos(mφ), index l−m the sin(mφ) term.
+    """
+    from scipy.special import factorial, lpmv
+
+    xyz = torch.as_tensor(xyz, dtype=torch.float64)
+    r = xyz.norm(dim=-1).clamp_min(1e-300)
+    cos_t = (xyz[..., 2] / r).clamp(-1, 1).numpy()
+    phi = torch.atan2(xyz[..., 1], xyz[..., 0]).numpy()
+    out = np.zeros(xyz.shape[:-1] + (2 * l + 1,))
+    for m in range(l + 1):
+        norm = math.sqrt((2 * l + 1) / (4 * math.pi) * factorial(l - m) / factorial(l + m))
+        p = norm * lpmv(m, l, cos_t)  # includes the Condon–Shortley phase (−1)^m
+        if m == 0:
+            out[..., l] = p
+        else:
+            out[..., l + m] = math.sqrt(2) * p * np.cos(m * phi)
+            out[..., l - m] = math.sqrt(2) * p * np.sin(m * phi)
+    return torch.as_tensor(out)
+
+
+@functools.lru_cache(maxsize=None)
+def _report_basis(l: int) -> torch.Tensor:
+    pts, pinv = _fit_points(l)
+    return (pinv @ report_sh(l, pts)).T.contiguous()
+
+
+def report_basis(l: int) -> torch.Tensor:
+    """Orthogonal M_l (float64) with report_sh(l, x) = M_l real_sh(l, x).
+
+    Consequently D_report(R) = M_l D(R) M_lᵀ, C_report = C ×₁ M_l1 ×₂ M_l2 ×₃ M_l3, and the
+    coefficients of one SO(3) function convert as f^l_report = M_l f^l M_lᵀ.
+    """
+    return _report_basis(l).clone()
+
+
+def to_report_coefficients(coeffs: torch.Tensor, lmax: int, dim: int = -1, inverse: bool = False) -> torch.Tensor:
+    """Convert flat SO(3) coefficients between this module's basis and the report's
+    (f^l ↦ M_l f^l M_lᵀ; `inverse=True` maps back)."""
+    x = coeffs.movedim(dim, -1)
+    out = []
+    for l in range(lmax + 1):
+        n = 2 * l + 1
+        M = report_basis(l).to(coeffs.dtype).to(coeffs.device)
+        if inverse:
+            M = M.T
+        block = x[..., degree_slice(l)].reshape(*x.shape[:-1], n, n)
+        out.append((M @ block @ M.T).reshape(*x.shape[:-1], n * n))
+    return torch.cat(out, dim=-1).movedim(-1, dim)

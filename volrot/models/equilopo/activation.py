@@ -109,22 +109,34 @@ class LocalActivation(nn.Module):
         return f"L {self.lmax}->{self.keep}, coefficients={self.coefficients}, K={self.sample.shape[0]}"
 
 
+#: floor of the SoftMax denominator, relative to the RMS of the input function (see SO3SoftMax)
+SOFTMAX_FLOOR = 1e-2
+
+
 class SO3SoftMax(nn.Module):
     """Rotation-invariant soft maximum of each SO(3) function (App. J.1):
 
-    SoftMax(f) = ∫ ReLU(f)² / ∫ ReLU(f) ≈ [Σ_l ‖p^l‖²/(2l+1)] / |p⁰ + 1e-16| with p = σ(f) the
-    local polynomial ReLU (degree 2L). `(B, C, N_L, ...)` -> `(B, C, ...)`.
+    SoftMax(f) = ∫ ReLU(f)² / ∫ ReLU(f) ≈ [Σ_l ‖p^l‖²/(2l+1)] / max(|p⁰|, 0.01·rms(f)) with
+    p = σ(f) the local polynomial ReLU (degree 2L). `(B, C, N_L, ...)` -> `(B, C, ...)`.
+
+    The authors divide by |p⁰ + 1e-16|. p⁰ = mean_Q p can cross 0 (constant/trainable
+    coefficients) or vanish by cancellation (adaptive, a → −1); there the quotient is dominated
+    by float rounding, so rotated copies of the same input got logits differing by ~1e-3 in
+    float32. The floor (`SOFTMAX_FLOOR`·rms(f), itself invariant) only acts in that regime.
     """
 
     def __init__(self, lmax: int, coefficients: str = "adaptive"):
         super().__init__()
         self.activation = LocalActivation(lmax, coefficients)
+        self.register_buffer("weights_l", degree_weights(lmax), persistent=False)
         self.register_buffer("weights_2l", degree_weights(2 * lmax), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self.activation(x)
-        w = self.weights_2l.view(1, 1, -1, *([1] * (x.dim() - 3)))
-        return (p * p * w).sum(2) / (p[:, :, 0] + 1e-16).abs()
+        shape = (1, 1, -1, *([1] * (x.dim() - 3)))
+        num = (p * p * self.weights_2l.view(shape)).sum(2)
+        rms = (x * x * self.weights_l.view(shape)).sum(2).sqrt()
+        return num / torch.maximum(p[:, :, 0].abs(), SOFTMAX_FLOOR * rms + 1e-16)
 
 
 class GlobalActivation(nn.Module):
