@@ -53,6 +53,43 @@ def adaptive_coefficients(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, 
     return c0, c1, c2
 
 
+class _PolynomialOnSO3(torch.autograd.Function):
+    """out = A · (n c0 + c1 v + (c2/n) v²) with v = S · x, per column of x (B·C, N, V).
+
+    Saves only x and the per-function scalars; v is recomputed in backward (one small matmul),
+    so no (K, V) intermediate is kept for autograd. n is a constant; c0..c2 get gradients only
+    when they require them (trainable coefficients).
+    """
+
+    @staticmethod
+    def forward(ctx, x, n, c0, c1, c2, S, A):
+        v = torch.matmul(S, x)
+        q = c2 / n
+        p = v * q
+        p.add_(c1).mul_(v).add_(n * c0)
+        ctx.save_for_backward(x, n, c0, c1, c2, S, A)
+        return torch.matmul(A, p)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, n, c0, c1, c2, S, A = ctx.saved_tensors
+        v = torch.matmul(S, x)
+        gp = torch.matmul(A.T, g)
+        q = c2 / n
+        grads = [None] * 7
+        if ctx.needs_input_grad[0]:
+            gv = v * (2 * q)
+            gv.add_(c1).mul_(gp)
+            grads[0] = torch.matmul(S.T, gv)
+        if ctx.needs_input_grad[2]:
+            grads[2] = (gp * n).sum().reshape(c0.shape)
+        if ctx.needs_input_grad[3]:
+            grads[3] = (gp * v).sum().reshape(c1.shape)
+        if ctx.needs_input_grad[4]:
+            grads[4] = (gp * v * v / n).sum().reshape(c2.shape)
+        return tuple(grads)
+
+
 class LocalActivation(nn.Module):
     """Pointwise polynomial ReLU on SO(3): `(B, C, N_L, ...)` -> `(B, C, N_{keep}, ...)`.
 
@@ -98,9 +135,21 @@ class LocalActivation(nn.Module):
             c = c + self.theta.to(x.dtype)
         return n, (c[0], c[1], c[2])
 
+    #: use the fused autograd function (False: plain autograd ops, kept as the reference)
+    fused = True
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, (c0, c1, c2) = self.polynomial(x)
-        # values at the K sampling rotations: (B, C, K, ...)
+        if self.fused:
+            b, c, N, *spatial = x.shape
+            flat = lambda t: t.reshape(b * c, 1, -1) if t.dim() else t  # noqa: E731
+            out = _PolynomialOnSO3.apply(x.reshape(b * c, N, -1), flat(n), flat(c0), flat(c1), flat(c2), self.sample, self.analysis)
+            return out.reshape(b, c, -1, *spatial)
+        return self.reference(x, n, (c0, c1, c2))
+
+    def reference(self, x, n, c):
+        """n·P(f/n) with plain autograd ops: evaluate at K rotations, apply P, transform back."""
+        c0, c1, c2 = c
         v = torch.einsum("kn,bcn...->bck...", self.sample, x)
         p = n * c0 + c1 * v + (c2 / n) * (v * v)
         return torch.einsum("mk,bck...->bcm...", self.analysis, p)

@@ -42,10 +42,9 @@ class SE3BatchNorm(nn.Module):
                 self.running_var.lerp_(var.detach(), self.momentum)
         else:
             mean, var = self.running_mean, self.running_var
-        scale = (self.weight / torch.sqrt(var + self.eps)).view(1, -1, 1, 1, 1, 1)
-        shift = (self.bias - mean * scale.view(-1)).view(1, -1, 1, 1, 1)
-        out = x * scale
-        return torch.cat([out[:, :, :1] + shift.unsqueeze(2), out[:, :, 1:]], dim=2)
+        scale = self.weight / torch.sqrt(var + self.eps)
+        shift = F.pad((self.bias - mean * scale).unsqueeze(1), (0, x.shape[2] - 1))  # (C, N), l=0 only
+        return torch.addcmul(shift.view(1, *shift.shape, 1, 1, 1), x, scale.view(1, -1, 1, 1, 1, 1))
 
 
 class SE3Dropout(nn.Module):
@@ -73,10 +72,12 @@ def symmetric_pool_geometry(size: int) -> tuple[int, int, int]:
     """(kernel, stride, padding) halving one axis with windows symmetric about its centre.
 
     Even n: kernel 2, stride 2 (windows {2i, 2i+1}) -> n/2. Odd n: kernel 3, stride 2,
-    padding 1 (windows centred on 0, 2, …, n−1) -> (n+1)/2. Under i ↦ n−1−i both window sets
+    padding 1 (windows centred on 0, 2, …, n−1) -> (n+1)/2; n = 1 is left as is. Under i ↦ n−1−i both window sets
     map onto themselves, so pooling commutes with every grid rotation of a cubic volume. (The
     authors' avg_pool3d(2, 2) on 7³ drops the last slice and breaks this.)
     """
+    if size == 1:
+        return (1, 1, 0)
     return (2, 2, 0) if size % 2 == 0 else (3, 2, 1)
 
 
