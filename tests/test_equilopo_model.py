@@ -117,3 +117,29 @@ def test_every_allocated_weight_gets_a_gradient():
     loss.backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+# Table K1, "Local adaptive activation": (lr, dropout)
+K1_LOCAL_ADAPTIVE = {
+    "organ": (0.01, 0.01),
+    "nodule": (0.0005, 0.01),
+    "fracture": (0.0005, 0.0),
+    "adrenal": (0.0005, 0.01),
+    "vessel": (0.005, 0.01),
+    "synapse": (0.01, 0.01),
+}
+
+
+@pytest.mark.parametrize("dataset", sorted(K1_LOCAL_ADAPTIVE))
+def test_paper_recipes(dataset):
+    from volrot.config import find_recipe, load_recipe_file, recipe_from_dict, validate_model_options
+
+    path = find_recipe("equilopo", dataset)
+    assert path is not None, f"recipes/equilopo_{dataset}.yaml missing"
+    recipe = recipe_from_dict(load_recipe_file(path), str(path))
+    validate_model_options(recipe)
+    lr, dropout = K1_LOCAL_ADAPTIVE[dataset]
+    assert (recipe.optim.name, recipe.optim.lr, recipe.optim.milestones) == ("adam", lr, [0.5, 0.75])
+    assert (recipe.train.epochs, recipe.train.batch_size, recipe.data.name) == (100, 16, dataset)
+    opts = recipe.model.options
+    assert (opts["blocks"], opts["channels"], opts["lmax"], opts["dropout"]) == (8, 4, 1, dropout)
