@@ -4,24 +4,33 @@
 
 Warm-up, then `--reps` timed steps; reports the median and all samples. Timing only; nothing
 is asserted. The machine, torch version and thread count are recorded with the numbers.
+
+`--baseline-src DIR` also times another source tree of volrot (e.g. an earlier commit exported
+with `git archive <rev> | tar -x -C DIR`) in a subprocess of the same run, and reports the
+speed-up of this tree over it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+REPO = Path(__file__).resolve().parent.parent
+if "--src" in sys.argv:
+    sys.path.insert(0, sys.argv[sys.argv.index("--src") + 1])
+else:
+    sys.path.insert(0, str(REPO))
 
 from volrot.models import create_model  # noqa: E402
-from volrot.models.equilopo import live_parameter_count, paper_parameter_count  # noqa: E402
 
 
 def time_train_step(model, batch: int, size: int, reps: int, warmup: int) -> list[float]:
@@ -54,6 +63,42 @@ def time_inference(model, batch: int, size: int, reps: int, warmup: int) -> list
     return times
 
 
+def measure(args) -> list[dict]:
+    results = []
+    for blocks in args.blocks:
+        torch.manual_seed(0)
+        model = create_model("equilopo", num_classes=2, blocks=blocks, channels=args.channels, activation=args.activation)
+        train = time_train_step(model, args.batch, args.size, args.reps, args.warmup)
+        infer = time_inference(model, args.batch, args.size, args.reps, args.warmup)
+        results.append(
+            {
+                "arch": "equilopo",
+                "config": dict(model.volrot_config),
+                "params": sum(p.numel() for p in model.parameters()),
+                "batch": args.batch,
+                "size": args.size,
+                "train_step_s_median": statistics.median(train),
+                "train_step_s": train,
+                "inference_s_median": statistics.median(infer),
+                "inference_s": infer,
+            }
+        )
+        print(json.dumps(results[-1]), file=sys.stderr, flush=True)
+    return results
+
+
+def run_baseline(args) -> list[dict]:
+    cmd = [sys.executable, __file__, "--worker", "--src", str(Path(args.baseline_src).resolve())]
+    for key in ("batch", "size", "channels", "activation", "reps", "warmup", "threads"):
+        value = getattr(args, key)
+        if value is not None:
+            cmd += [f"--{key}", str(value)]
+    cmd += ["--blocks", *map(str, args.blocks)]
+    env = {**os.environ, "PYTHONPATH": str(Path(args.baseline_src).resolve())}
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
+    return json.loads(out)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--blocks", type=int, nargs="+", default=[1, 8])
@@ -65,37 +110,36 @@ def main(argv=None) -> None:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default=None, help="JSON file to write (printed too)")
+    ap.add_argument("--baseline-src", default=None, help="another volrot source tree to time in the same run")
+    ap.add_argument("--src", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    results = []
-    for blocks in args.blocks:
-        model = create_model("equilopo", num_classes=2, blocks=blocks, channels=args.channels, activation=args.activation)
-        train = time_train_step(model, args.batch, args.size, args.reps, args.warmup)
-        infer = time_inference(model, args.batch, args.size, args.reps, args.warmup)
-        results.append(
-            {
-                "arch": "equilopo",
-                "config": dict(model.volrot_config),
-                "params_live": live_parameter_count(model),
-                "params_paper": paper_parameter_count(model),
-                "batch": args.batch,
-                "size": args.size,
-                "train_step_s_median": statistics.median(train),
-                "train_step_s": train,
-                "inference_s_median": statistics.median(infer),
-                "inference_s": infer,
-            }
-        )
-        print(json.dumps(results[-1]), flush=True)
+    if args.worker:
+        print(json.dumps(measure(args)))
+        return
     report = {
         "device": "cpu",
-        "machine": platform.processor() or platform.machine(),
+        "machine": f"{platform.machine()} {platform.processor()}".strip() + f", {os.cpu_count()} logical CPUs",
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "results": results,
+        "note": "shared CPU machine: other processes were running; compare numbers within one run only",
     }
+    if args.baseline_src:
+        report["baseline_src"] = args.baseline_src
+        report["baseline"] = run_baseline(args)
+    report["results"] = measure(args)
+    if args.baseline_src:
+        report["speedup_train_step"] = {
+            str(b["config"]["blocks"]): b["train_step_s_median"] / r["train_step_s_median"]
+            for b, r in zip(report["baseline"], report["results"])
+        }
+        report["speedup_inference"] = {
+            str(b["config"]["blocks"]): b["inference_s_median"] / r["inference_s_median"]
+            for b, r in zip(report["baseline"], report["results"])
+        }
+    print(json.dumps({k: v for k, v in report.items() if k not in ("baseline", "results")}, indent=2))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")

@@ -131,6 +131,15 @@ def test_conv_equivariant(lin, lout):
         assert rel_err(conv(rotate_field(x, lin, g)), rotate_field(y, lout, g)) < 1e-5
 
 
+@pytest.mark.parametrize("factorize_from", [0, 1, 2])
+def test_conv_factorised_form_equals_dense(factorize_from, monkeypatch):
+    conv = SO3Conv(2, 3, 3, 2, filter_lmax=2)
+    x = torch.randn(2, 2, w.n_coeffs(3), 5, 5, 5)
+    dense = conv(x)
+    monkeypatch.setattr(SO3Conv, "factorize_from", factorize_from)
+    assert rel_err(conv(x), dense) < 1e-5
+
+
 def test_conv_counts_live_and_paper_weights():
     conv = SO3Conv(4, 4, 2, 1, filter_lmax=2)
     assert conv.paper_weight_count == 16 * 1260  # research/equilopo.md §2.2

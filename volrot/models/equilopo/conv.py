@@ -17,10 +17,17 @@ includes the dead ones (l3 > L_out and the l2 > 0 centre shell).
 Equivariance: rotating the input volume by a grid rotation R and every f^l by f^l ↦ f^l D^l(R)ᵀ
 rotates the output the same way (tests/test_equilopo_layers.py).
 
-Implementation: the dense kernel `(C_out·N_out, C_in·N_in, 3, 3, 3)` is built once per forward
-(one einsum per (l1, l3) degree pair), then one `F.conv3d` with stride 1 and zero padding 1.
-Input degrees l1 > L_out + filter_lmax cannot reach any output and are skipped (the input may
-already be truncated to degree `lin_used`).
+Implementation, two exactly equivalent forms:
+
+* dense (default; input degrees l1 < `factorize_from`): the kernel `(C_out·N_out, C_in·N_in, 3, 3, 3)`
+  is built once per forward (one einsum per (l1, l3) pair), then one `F.conv3d`;
+* factorised (l1 ≥ `factorize_from`): first the free mixing z_{o;d,q,a} = Σ_{i,s} A_{oi;sd}^q
+  f_{i;sa} (one matmul), then the fixed CG⊗SH kernel B^q_{an}(x) as a conv3d with the
+  (o, d) pairs as batch. For high l1 this costs a fraction of the dense block
+  ((2l1+1)² input channels per dense kernel column group).
+
+Stride 1, zero padding 1. Input degrees l1 > L_out + filter_lmax cannot reach any output and
+are skipped (the input may already be truncated to degree `lin_used`).
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from volrot.so3.wigner import clebsch_gordan, n_coeffs, real_sh
+from volrot.so3.wigner import clebsch_gordan, degree_slice, n_coeffs, real_sh
 
 
 def kernel_offsets(size: int = 3) -> torch.Tensor:
@@ -98,15 +105,22 @@ class SO3Conv(nn.Module):
         per_pair = sum((2 * l1 + 1) ** 2 * (2 * l2 + 1) for l1 in range(self.lin + 1) for l2 in range(self.filter_lmax + 1))
         return self.in_channels * self.out_channels * per_pair * len(self.shell_radii2)
 
-    def kernel(self) -> torch.Tensor:
-        """The dense conv3d kernel `(C_out·N_out, C_in·N_in_used, k, k, k)`."""
+    #: input degrees from this one on use the factorised form (mixing matmul + fixed-kernel
+    #: conv); None = all dense. On CPU the dense form measured faster (its conv3d has many
+    #: channels; the factorised conv3d has 2l3+1 outputs), see changes/equilopo.md.
+    factorize_from: int | None = None
+
+    def kernel(self, lin: int | None = None) -> torch.Tensor:
+        """The dense conv3d kernel `(C_out·N_out, C_in·N_lin, k, k, k)` for input degrees ≤ `lin`
+        (default: all used degrees)."""
+        lin = self.lin_used if lin is None else lin
         co, ci, k = self.out_channels, self.in_channels, self.kernel_size
         ref = next(iter(self.weights.values()))
         rows = []
         for l3 in range(self.lout + 1):
             n3 = 2 * l3 + 1
             cols = []
-            for l1 in range(self.lin_used + 1):
+            for l1 in range(lin + 1):
                 n1 = 2 * l1 + 1
                 key = f"{l1}_{l3}"
                 if key in self.weights:
@@ -116,15 +130,44 @@ class SO3Conv(nn.Module):
                     cols.append(ref.new_zeros(co, n3 * n3, ci, n1 * n1, k**3))
             rows.append(torch.cat(cols, dim=3))
         kern = torch.cat(rows, dim=1)
-        return kern.reshape(co * n_coeffs(self.lout), ci * n_coeffs(self.lin_used), k, k, k)
+        return kern.reshape(co * n_coeffs(self.lout), ci * n_coeffs(lin), k, k, k)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, n, *spatial = x.shape
         if c != self.in_channels or n not in (n_coeffs(self.lin), n_coeffs(self.lin_used)):
             raise ValueError(f"expected (B, {self.in_channels}, {n_coeffs(self.lin)}, D, H, W), got {tuple(x.shape)}")
-        x = x[:, :, : n_coeffs(self.lin_used)].reshape(b, -1, *spatial)
-        y = F.conv3d(x, self.kernel(), padding=self.kernel_size // 2)
-        return y.reshape(b, self.out_channels, n_coeffs(self.lout), *y.shape[-3:])
+        pad = self.kernel_size // 2
+        dense_lin = self.lin_used if self.factorize_from is None else min(self.lin_used, self.factorize_from - 1)
+        if dense_lin >= 0:
+            xd = x[:, :, : n_coeffs(dense_lin)].reshape(b, -1, *spatial)
+            y = F.conv3d(xd, self.kernel(dense_lin), padding=pad)
+            y = y.reshape(b, self.out_channels, n_coeffs(self.lout), *y.shape[-3:])
+        else:
+            y = x.new_zeros(b, self.out_channels, n_coeffs(self.lout), *spatial)
+        for l1 in range(dense_lin + 1, self.lin_used + 1):
+            y = self._add_factorised(y, x, l1, pad)
+        return y
+
+    def _add_factorised(self, y: torch.Tensor, x: torch.Tensor, l1: int, pad: int) -> torch.Tensor:
+        b, ci, _, *spatial = x.shape
+        co, k, n1 = self.out_channels, self.kernel_size, 2 * l1 + 1
+        # f^{l1}: rows s (inert) with the channels, columns a with the voxels
+        f = x[:, :, degree_slice(l1)].reshape(b, ci * n1, n1 * math.prod(spatial))
+        for l3 in range(self.lout + 1):
+            key = f"{l1}_{l3}"
+            if key not in self.weights:
+                continue
+            n3 = 2 * l3 + 1
+            w = self.weights[key]  # (o, i, q, s, d)
+            q = w.shape[2]
+            mix = w.permute(0, 4, 2, 1, 3).reshape(co * n3 * q, ci * n1)
+            z = torch.matmul(mix, f).reshape(b * co * n3, q * n1, *spatial)  # (b·o·d, q·a, ...)
+            basis = getattr(self, f"basis_{l1}_{l3}")  # (q, a, n, x)
+            kern = basis.permute(2, 0, 1, 3).reshape(n3, q * n1, k, k, k)
+            h = F.conv3d(z, kern, padding=pad).reshape(b, co, n3 * n3, *y.shape[-3:])
+            sl = degree_slice(l3)
+            y = torch.cat([y[:, :, : sl.start], y[:, :, sl] + h, y[:, :, sl.stop :]], dim=2)
+        return y
 
     def extra_repr(self) -> str:
         return (
