@@ -87,16 +87,28 @@ def measure(args) -> list[dict]:
     return results
 
 
-def run_baseline(args) -> list[dict]:
-    cmd = [sys.executable, __file__, "--worker", "--src", str(Path(args.baseline_src).resolve())]
+def run_worker(args, src: Path) -> list[dict]:
+    """One `measure` in a fresh interpreter importing volrot from `src`."""
+    cmd = [sys.executable, __file__, "--worker", "--src", str(src)]
     for key in ("batch", "size", "channels", "activation", "reps", "warmup", "threads"):
         value = getattr(args, key)
         if value is not None:
             cmd += [f"--{key}", str(value)]
     cmd += ["--blocks", *map(str, args.blocks)]
-    env = {**os.environ, "PYTHONPATH": str(Path(args.baseline_src).resolve())}
+    env = {**os.environ, "PYTHONPATH": str(src)}
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
     return json.loads(out)
+
+
+def merge_rounds(rounds: list[list[dict]]) -> list[dict]:
+    merged = []
+    for per_blocks in zip(*rounds):
+        entry = dict(per_blocks[0])
+        for key in ("train_step_s", "inference_s"):
+            entry[key] = [t for r in per_blocks for t in r[key]]
+            entry[key + "_median"] = statistics.median(entry[key])
+        merged.append(entry)
+    return merged
 
 
 def main(argv=None) -> None:
@@ -106,8 +118,9 @@ def main(argv=None) -> None:
     ap.add_argument("--size", type=int, default=28)
     ap.add_argument("--channels", type=int, default=4)
     ap.add_argument("--activation", default="local")
-    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=3, help="timed steps per round")
     ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=1, help="with --baseline-src: alternate baseline/current this many times")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default=None, help="JSON file to write (printed too)")
     ap.add_argument("--baseline-src", default=None, help="another volrot source tree to time in the same run")
@@ -127,10 +140,15 @@ def main(argv=None) -> None:
         "note": "shared CPU machine: other processes were running; compare numbers within one run only",
     }
     if args.baseline_src:
+        # alternate the two trees so that load changes on the machine hit both alike
+        base, cur = [], []
+        for _ in range(args.rounds):
+            base.append(run_worker(args, Path(args.baseline_src).resolve()))
+            cur.append(run_worker(args, REPO))
         report["baseline_src"] = args.baseline_src
-        report["baseline"] = run_baseline(args)
-    report["results"] = measure(args)
-    if args.baseline_src:
+        report["rounds"] = args.rounds
+        report["baseline"] = merge_rounds(base)
+        report["results"] = merge_rounds(cur)
         report["speedup_train_step"] = {
             str(b["config"]["blocks"]): b["train_step_s_median"] / r["train_step_s_median"]
             for b, r in zip(report["baseline"], report["results"])
@@ -139,7 +157,12 @@ def main(argv=None) -> None:
             str(b["config"]["blocks"]): b["inference_s_median"] / r["inference_s_median"]
             for b, r in zip(report["baseline"], report["results"])
         }
-    print(json.dumps({k: v for k, v in report.items() if k not in ("baseline", "results")}, indent=2))
+    else:
+        report["results"] = measure(args)
+    summary = {k: v for k, v in report.items() if k not in ("baseline", "results")}
+    summary["train_step_s_median"] = {str(r["config"]["blocks"]): r["train_step_s_median"] for r in report["results"]}
+    summary["inference_s_median"] = {str(r["config"]["blocks"]): r["inference_s_median"] for r in report["results"]}
+    print(json.dumps(summary, indent=2))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
