@@ -54,39 +54,48 @@ def adaptive_coefficients(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, 
 
 
 class _PolynomialOnSO3(torch.autograd.Function):
-    """out = A · (n c0 + c1 v + (c2/n) v²) with v = S · x, per column of x (B·C, N, V).
+    """out = A·(n c0 + c1 v + (c2/n) v²) with v = S·x, per column of x (B·C, N, V).
 
-    Saves only x and the per-function scalars; v is recomputed in backward (one small matmul),
-    so no (K, V) intermediate is kept for autograd. n is a constant; c0..c2 get gradients only
+    A·S = I on degree ≤ L and A·1 = e_0 (the constant function), and n, c0..c2 are constant
+    over the K sample rotations, so this is computed as
+
+        out = (c2/n)·A(v∘v) + c1·x (padded) + n c0·e_0,
+
+    i.e. only one elementwise pass over the K values. Saves x and the per-function scalars;
+    v is recomputed in backward (one small matmul). n is a constant; c0..c2 get gradients only
     when they require them (trainable coefficients).
     """
 
     @staticmethod
     def forward(ctx, x, n, c0, c1, c2, S, A):
-        v = torch.matmul(S, x)
         q = c2 / n
-        p = v * q
-        p.add_(c1).mul_(v).add_(n * c0)
+        out = torch.matmul(A, torch.matmul(S, x).square_())
+        out.mul_(q)
+        m = min(x.shape[1], out.shape[1])
+        out[:, :m].addcmul_(x[:, :m], c1 if torch.is_tensor(c1) and c1.dim() else c1.expand(1, 1, 1))
+        out[:, :1].add_(n * c0)
         ctx.save_for_backward(x, n, c0, c1, c2, S, A)
-        return torch.matmul(A, p)
+        return out
 
     @staticmethod
     def backward(ctx, g):
         x, n, c0, c1, c2, S, A = ctx.saved_tensors
-        v = torch.matmul(S, x)
-        gp = torch.matmul(A.T, g)
         q = c2 / n
+        m = min(x.shape[1], g.shape[1])
         grads = [None] * 7
         if ctx.needs_input_grad[0]:
-            gv = v * (2 * q)
-            gv.add_(c1).mul_(gp)
-            grads[0] = torch.matmul(S.T, gv)
+            gp = torch.matmul(A.T, g * q)
+            gp.mul_(torch.matmul(S, x))
+            gx = torch.matmul(2 * S.T, gp)
+            gx[:, :m].addcmul_(g[:, :m], c1 if c1.dim() else c1.expand(1, 1, 1))
+            grads[0] = gx
         if ctx.needs_input_grad[2]:
-            grads[2] = (gp * n).sum().reshape(c0.shape)
+            grads[2] = (g[:, :1] * n).sum().reshape(c0.shape)
         if ctx.needs_input_grad[3]:
-            grads[3] = (gp * v).sum().reshape(c1.shape)
+            grads[3] = (g[:, :m] * x[:, :m]).sum().reshape(c1.shape)
         if ctx.needs_input_grad[4]:
-            grads[4] = (gp * v * v / n).sum().reshape(c2.shape)
+            u = torch.matmul(A, torch.matmul(S, x).square_())
+            grads[4] = (g * u / n).sum().reshape(c2.shape)
         return tuple(grads)
 
 
