@@ -32,7 +32,8 @@ import math
 
 import numpy as np
 import torch
-from e3nn import o3
+
+# e3nn (≈1.5 s to import) is imported where it is used, so `import volrot.models` stays fast.
 
 # ----------------------------------------------------------------------------- bookkeeping
 
@@ -64,6 +65,8 @@ def real_sh(l: int, xyz: torch.Tensor) -> torch.Tensor:
 
     Only the direction of `xyz` matters; at the origin Y_0 = 1/√(4π) and Y_{l>0} = 0.
     """
+    from e3nn import o3
+
     xyz = torch.as_tensor(xyz)
     norm = xyz.norm(dim=-1, keepdim=True)
     safe = torch.where(norm > 0, xyz, torch.ones_like(xyz))
@@ -98,6 +101,8 @@ def wigner_D(l: int, rotation) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=None)
 def _cg(l1: int, l2: int, l3: int) -> torch.Tensor:
+    from e3nn import o3
+
     return o3.wigner_3j(l1, l2, l3, dtype=torch.float64) * math.sqrt(2 * l3 + 1)
 
 

@@ -72,7 +72,7 @@ class _PolynomialOnSO3(torch.autograd.Function):
         out = torch.matmul(A, torch.matmul(S, x).square_())
         out.mul_(q)
         m = min(x.shape[1], out.shape[1])
-        out[:, :m].addcmul_(x[:, :m], c1 if torch.is_tensor(c1) and c1.dim() else c1.expand(1, 1, 1))
+        out[:, :m].addcmul_(x[:, :m], c1)
         out[:, :1].add_(n * c0)
         ctx.save_for_backward(x, n, c0, c1, c2, S, A)
         return out
@@ -87,7 +87,7 @@ class _PolynomialOnSO3(torch.autograd.Function):
             gp = torch.matmul(A.T, g * q)
             gp.mul_(torch.matmul(S, x))
             gx = torch.matmul(2 * S.T, gp)
-            gx[:, :m].addcmul_(g[:, :m], c1 if c1.dim() else c1.expand(1, 1, 1))
+            gx[:, :m].addcmul_(g[:, :m], c1)
             grads[0] = gx
         if ctx.needs_input_grad[2]:
             grads[2] = (g[:, :1] * n).sum().reshape(c0.shape)
