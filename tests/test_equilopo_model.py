@@ -143,3 +143,15 @@ def test_paper_recipes(dataset):
     assert (recipe.train.epochs, recipe.train.batch_size, recipe.data.name) == (100, 16, dataset)
     opts = recipe.model.options
     assert (opts["blocks"], opts["channels"], opts["lmax"], opts["dropout"]) == (8, 4, 1, dropout)
+
+
+def test_exportable_in_inference():
+    # without autograd the activation uses plain tensor ops, so torch.export sees no custom Function
+    torch.manual_seed(3)
+    model = create_model("equilopo", num_classes=2, channels=1, blocks=1).eval()
+    x = torch.randn(1, 1, 6, 6, 6)
+    with torch.no_grad():
+        expected = model(x)
+    program = torch.export.export(model, (x,))
+    with torch.no_grad():
+        assert torch.allclose(program.module()(x), expected, atol=1e-6)

@@ -53,6 +53,17 @@ def adaptive_coefficients(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, 
     return c0, c1, c2
 
 
+def _polynomial_on_so3(x, n, c0, c1, c2, S, A):
+    """The forward of `_PolynomialOnSO3` (plain tensor ops; used directly without autograd, so
+    that tracing/export sees no custom Function)."""
+    out = torch.matmul(A, torch.matmul(S, x).square_())
+    out.mul_(c2 / n)
+    m = min(x.shape[1], out.shape[1])
+    out[:, :m].addcmul_(x[:, :m], c1)
+    out[:, :1].add_(n * c0)
+    return out
+
+
 class _PolynomialOnSO3(torch.autograd.Function):
     """out = A·(n c0 + c1 v + (c2/n) v²) with v = S·x, per column of x (B·C, N, V).
 
@@ -68,14 +79,8 @@ class _PolynomialOnSO3(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, n, c0, c1, c2, S, A):
-        q = c2 / n
-        out = torch.matmul(A, torch.matmul(S, x).square_())
-        out.mul_(q)
-        m = min(x.shape[1], out.shape[1])
-        out[:, :m].addcmul_(x[:, :m], c1)
-        out[:, :1].add_(n * c0)
         ctx.save_for_backward(x, n, c0, c1, c2, S, A)
-        return out
+        return _polynomial_on_so3(x, n, c0, c1, c2, S, A)
 
     @staticmethod
     def backward(ctx, g):
@@ -152,7 +157,8 @@ class LocalActivation(nn.Module):
         if self.fused:
             b, c, N, *spatial = x.shape
             flat = lambda t: t.reshape(b * c, 1, -1) if t.dim() else t  # noqa: E731
-            out = _PolynomialOnSO3.apply(x.reshape(b * c, N, -1), flat(n), flat(c0), flat(c1), flat(c2), self.sample, self.analysis)
+            args = (x.reshape(b * c, N, -1), flat(n), flat(c0), flat(c1), flat(c2), self.sample, self.analysis)
+            out = _PolynomialOnSO3.apply(*args) if torch.is_grad_enabled() else _polynomial_on_so3(*args)
             return out.reshape(b, c, -1, *spatial)
         return self.reference(x, n, (c0, c1, c2))
 
