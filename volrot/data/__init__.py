@@ -8,9 +8,24 @@ Names:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from volrot.config import DataConfig
-from volrot.data.base import ArrayDataset, DataBundle
 from volrot.errors import UserError
+
+if TYPE_CHECKING:
+    from volrot.data.base import ArrayDataset, DataBundle
+
+
+def __getattr__(name: str):
+    # Lazy: `volrot.data.preprocess` (used by the torch-free ONNX `predict` path) must be
+    # importable without importing torch, which `volrot.data.base` needs.
+    if name in ("ArrayDataset", "DataBundle"):
+        from volrot.data import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module 'volrot.data' has no attribute {name!r}")
+
 
 __all__ = ["ArrayDataset", "DataBundle", "load_data", "canonical_name"]
 
