@@ -164,7 +164,9 @@ def export(
     checkpoint: Path = typer.Argument(..., help="Checkpoint from `volrot train` (.safetensors)."),
     format: str = typer.Option("onnx", "--format", "-f", help="onnx | torchscript | pt2"),
     out: Path = typer.Option(..., "--out", "-o", help="Artifact file to write (atomically)."),
-    exporter: str = typer.Option("auto", help="ONNX exporter: auto (TorchScript-based, then dynamo) | torchscript | dynamo."),
+    exporter: str = typer.Option(
+        "auto", help="auto (try in turn) | onnx: torchscript, dynamo | pt2: export, export+decompose | torchscript: trace."
+    ),
     sample: List[Path] = typer.Option([], "--sample", help="NIfTI file / DICOM folder to verify on too (repeatable)."),
     tolerance: float = typer.Option(1e-4, help="Largest accepted max|Δlogit| / max|logit|."),
 ):

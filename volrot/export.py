@@ -9,8 +9,11 @@
      (`dynamo=False`, opset 17; about 10× faster here) and then the dynamo one (`dynamo=True`,
      opset 18). The first whose file passes the check below is kept; the metadata records which.
      The metadata is the JSON string `metadata_props["volrot"]`;
-   - `torchscript`: `torch.jit.trace` + `torch.jit.save(_extra_files={"volrot.json": ...})`;
+   - `torchscript`: `torch.jit.trace` (custom `autograd.Function`s are traced through their
+     forward) + `torch.jit.save(_extra_files={"volrot.json": ...})`;
    - `pt2`: `torch.export.export` with a dynamic batch `Dim` + `torch.export.save(extra_files=...)`;
+     if that archive does not load back (e.g. autocast regions), the program is lowered to core
+     ATen (`run_decompositions()`) and saved again;
 3. loads the written file back (ONNX through onnxruntime) and compares its logits with the eager
    model's on random inputs (batch 1 and 3: the batch axis really is dynamic) and on real inputs
    (the recorded dataset's test volumes when they can be read here without writing anything,
@@ -51,6 +54,8 @@ from volrot.fileio import atomic_write
 
 FORMATS = ("onnx", "torchscript", "pt2")
 ONNX_EXPORTERS = ("torchscript", "dynamo")
+# Exporter paths per format, tried in this order by exporter="auto".
+EXPORTERS = {"onnx": ONNX_EXPORTERS, "torchscript": ("trace",), "pt2": ("export", "export+decompose")}
 EXPORT_FORMAT_VERSION = 1
 DEFAULT_TOLERANCE = 1e-4
 _SUFFIX = {"onnx": ".onnx", "torchscript": ".pt", "pt2": ".pt2"}
@@ -164,7 +169,7 @@ def _quiet():
     try:
         for lg in loggers:
             lg.setLevel(logging.ERROR)
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")
             yield
     finally:
@@ -198,16 +203,56 @@ def _write_onnx(model: nn.Module, example: torch.Tensor, tmp: str, exporter: str
     onnx.save(proto, tmp)
 
 
+class _TraceCtx:
+    """Stands in for an autograd.Function's ctx while tracing (backward is never traced)."""
+
+    needs_input_grad = ()
+
+    def save_for_backward(self, *tensors) -> None:
+        pass
+
+    def mark_non_differentiable(self, *tensors) -> None:
+        pass
+
+    def set_materialize_grads(self, value: bool) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _inline_autograd_functions():
+    """While `torch.jit.trace` runs, call custom `autograd.Function`s' forward directly, so their
+    ops are traced as ATen ops instead of an unserialisable Python call (EquiLoPO's fused
+    activation). Outside tracing `apply` is unchanged; the original is restored on exit."""
+    base = torch.autograd.Function
+    original = base.__dict__["apply"]
+
+    def apply(cls, *args, **kwargs):
+        if not torch.jit.is_tracing():
+            return original.__func__(cls, *args, **kwargs)
+        if getattr(cls, "setup_context", base.setup_context) is not base.setup_context:
+            return cls.forward(*args, **kwargs)  # new-style: forward takes no ctx
+        return cls.forward(_TraceCtx(), *args, **kwargs)
+
+    base.apply = classmethod(apply)
+    try:
+        yield
+    finally:
+        base.apply = original
+
+
 def _write_torchscript(model: nn.Module, example: torch.Tensor, tmp: str, meta: dict[str, Any]) -> None:
-    with _quiet():
+    with _quiet(), _inline_autograd_functions():
         traced = torch.jit.trace(model, (example,), check_trace=False, _store_inputs=False)
+    with _quiet():
         torch.jit.save(traced, tmp, _extra_files={EXTRA_NAME: json.dumps(meta, sort_keys=True)})
 
 
-def _write_pt2(model: nn.Module, example: torch.Tensor, tmp: str, meta: dict[str, Any]) -> None:
+def _write_pt2(model: nn.Module, example: torch.Tensor, tmp: str, meta: dict[str, Any], decompose: bool) -> None:
     with _quiet():
         batch = torch.export.Dim("batch", min=1)
         program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+        if decompose:  # core ATen IR: inlines e.g. autocast regions that the pt2 loader rejects
+            program = program.run_decompositions()
         torch.export.save(program, tmp, extra_files={EXTRA_NAME: json.dumps(meta, sort_keys=True)})
 
 
@@ -285,8 +330,9 @@ def export_checkpoint(
 
     if fmt not in FORMATS:
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, got '{fmt}'")
-    if exporter != "auto" and (fmt != "onnx" or exporter not in ONNX_EXPORTERS):
-        raise UserError(f"--exporter {exporter}: choose auto, or torchscript|dynamo with --format onnx")
+    if exporter != "auto" and exporter not in EXPORTERS.get(fmt, ()):
+        choices = ", ".join(("auto", *EXPORTERS.get(fmt, ())))
+        raise UserError(f"--exporter {exporter}: for --format {fmt} choose one of {choices}")
     out = Path(out)
     if out.is_dir():
         raise UserError(f"--out {out}: is a folder; give a file name, e.g. {out / ('model' + _SUFFIX[fmt])}")
@@ -310,7 +356,7 @@ def export_checkpoint(
         eager = [(name, x, model(x).float().numpy()) for name, x in inputs]
     example = torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(1))
 
-    exporters = [exporter] if exporter != "auto" else (list(ONNX_EXPORTERS) if fmt == "onnx" else [fmt])
+    exporters = [exporter] if exporter != "auto" else list(EXPORTERS[fmt])
     attempts: list[str] = []
     source = {"checkpoint": checkpoint.name, "checkpoint_sha256": _sha256(checkpoint)}
     for exp in exporters:
@@ -327,11 +373,9 @@ def export_checkpoint(
                 elif fmt == "torchscript":
                     _write_torchscript(model, example, tmp, meta)
                 else:
-                    _write_pt2(model, example, tmp, meta)
+                    _write_pt2(model, example, tmp, meta, decompose=exp == "export+decompose")
                 run = _runner_for(fmt, tmp)
                 checks = [_compare(name, ref, run(x)) for name, x, ref in eager]
-            except UserError:
-                raise
             except Exception as e:
                 raise _ExportFailed(f"{exp}: {type(e).__name__}: {' '.join(str(e).split())[:200]}") from e
             state["checks"] = checks
