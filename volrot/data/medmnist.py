@@ -4,13 +4,13 @@ Names: `organ|nodule|adrenal|fracture|vessel|synapse` or the flags `organmnist3d
 and 64 (`data.size`); files `ROOT/<flag>.npz` (28) and `ROOT/<flag>_64.npz` (64) with `ROOT`
 = `data.root` or medmnist's default `~/.medmnist`.
 
-Missing file: no network access is attempted unless `data.download` is true (CLI
-`--download`); the load fails at once with one line naming the file, the folder and the MD5
+Missing file: no network access is attempted unless `data.download` is true
+(`--set data.download=true`); the load fails at once with one line naming the file, the folder and the MD5
 from `medmnist.INFO`. With `data.download`, medmnist's own `download()` runs (it needs
 network access and torchvision) under a 30 s socket timeout; on failure nothing is left behind.
 
 Present file: its MD5 is checked against `medmnist.INFO` (`MD5` / `MD5_64`); a mismatch is an
-error, or a warning with `data.verify: false` (`--no-verify`). The splits are then opened with
+error, or a warning with `data.verify: false` (`--set data.verify=false`). The splits are then opened with
 medmnist's dataset class (`medmnist.<python_class>(split, root=, size=, download=False)`),
 and each split's size is checked against `INFO[flag]["n_samples"]`.
 
@@ -83,7 +83,7 @@ def _place_hint(file: Path, info: dict, size: int) -> str:
 
 
 def _missing_message(file: Path, info: dict, size: int) -> str:
-    return f"{file.name} not found: {_place_hint(file, info, size)}, or pass --download when online"
+    return f"{file.name} not found: {_place_hint(file, info, size)}, or set data.download=true when online"
 
 
 def _download(cls, file: Path, info: dict, size: int) -> None:
@@ -116,8 +116,8 @@ def _verify(file: Path, info: dict, size: int, verify: bool) -> tuple[str, str, 
         "release of the file)"
     )
     if verify:
-        raise UserError(msg + "; replace it, or pass --no-verify to use it anyway")
-    warnings.warn(msg + "; using it anyway (--no-verify)", stacklevel=3)
+        raise UserError(msg + "; replace it, or set data.verify=false to use it anyway")
+    warnings.warn(msg + "; using it anyway (data.verify=false)", stacklevel=3)
     return got, expected, False
 
 
