@@ -63,7 +63,7 @@ def series_files(folder: str | Path, series_uid: str | None = None) -> tuple[str
     if strays:
         what = "truncated or corrupt DICOM file" if _has_dicom_magic(strays[0]) else "not a DICOM file"
         raise UserError(
-            f"{strays[0]}: {what} in series folder {src} ({len(strays)} unreadable file(s)); "
+            f"{strays[0]}: {what} in series folder {src} ({len(strays)} such file{'s' if len(strays) > 1 else ''}); "
             "series folders must hold only DICOM slices"
         )
     if series_uid is not None:

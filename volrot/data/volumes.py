@@ -98,7 +98,12 @@ def load_volumes(cfg: DataConfig, kind: str) -> DataBundle:
         arrays, labs, paths = parts[s]
         if cfg.max_samples is not None and len(labs) >= cfg.max_samples:
             continue
-        arrays.append(cached_preprocess(e.path, spec, e.center, e.series_uid, cfg.cache_dir))
+        try:
+            arrays.append(cached_preprocess(e.path, spec, e.center, e.series_uid, cfg.cache_dir))
+        except UserError as err:
+            if layout != "manifest":
+                raise
+            raise UserError(f"{err} ({e.where})") from None
         labs.append(l)
         paths.append(str(e.path))
     datasets = {s: PreprocessedDataset(*parts[s]) for s in SPLITS}
