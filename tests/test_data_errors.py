@@ -300,6 +300,7 @@ def test_bad_input_through_the_cli_exits_2_without_run_folder(tmp_path, case):
 
     from volrot.cli import app
 
+    (tmp_path / "data").mkdir()
     arg, expected = CASES[case](tmp_path / "data")
     out = tmp_path / "runs"
     res = CliRunner().invoke(

@@ -3,6 +3,7 @@ real split sizes for the other five datasets, MD5 checks, missing files without 
 
 from __future__ import annotations
 
+import os
 import socket
 import warnings
 from pathlib import Path
@@ -17,8 +18,9 @@ from volrot.data.medmnist import SHORT_NAMES, file_md5, npz_name
 from volrot.errors import UserError
 
 _REPO = Path(__file__).resolve().parents[1]
-# the shared data folder sits next to the main checkout (../shared) or next to the worktrees
-REAL_ROOT = next(
+# the shared data folder sits next to the main checkout (../shared) or next to the worktrees;
+# VOLROT_TEST_MEDMNIST_ROOT overrides
+REAL_ROOT = Path(os.environ["VOLROT_TEST_MEDMNIST_ROOT"]) if os.environ.get("VOLROT_TEST_MEDMNIST_ROOT") else next(
     (p / "shared" / "data" / "medmnist" for p in (_REPO.parent, _REPO.parent.parent) if (p / "shared").is_dir()),
     _REPO.parent / "shared" / "data" / "medmnist",
 )
@@ -71,8 +73,8 @@ def test_real_adrenal_trains_tiny_model_one_epoch(tmp_path):
     recipe = recipe_from_dict(
         {
             "model": {"arch": "resnet3d", "width": 2},
-            "data": {"name": "adrenal", "root": str(REAL_ROOT), "size": 28, "max_samples": 32},
-            "train": {"epochs": 1, "batch_size": 16, "device": "cpu", "out": str(tmp_path), "name": "adrenal1"},
+            "data": {"name": "adrenal", "root": str(REAL_ROOT), "size": 28, "max_samples": 16},
+            "train": {"epochs": 1, "batch_size": 8, "device": "cpu", "out": str(tmp_path), "name": "adrenal1"},
         }
     )
     res = train_mod.train(recipe, progress=False)

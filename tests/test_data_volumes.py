@@ -146,3 +146,23 @@ def test_disk_cache_is_reused_by_a_new_process(tmp_path, monkeypatch):
     cache.clear_memory_cache()
     with pytest.raises(AssertionError, match="re-read"):
         load_data(DataConfig(name=f"nifti:{m}", preprocess=SMALL, cache_dir=str(cdir)))
+
+
+def test_nifti_manifest_trains_through_the_cli_and_records_the_split(tmp_path):
+    pytest.importorskip("volrot.cli", reason="CLI not merged yet")
+    from typer.testing import CliRunner
+
+    from volrot.cli import app
+
+    m = nifti_dataset(tmp_path / "d", n_per_class=5)
+    out = tmp_path / "runs"
+    res = CliRunner().invoke(
+        app,
+        ["train", "--data", f"nifti:{m}", "--size", "12", "--epochs", "1", "--batch-size", "4", "--device", "cpu",
+         "--out", str(out), "--name", "n1", "--set", "model.width=2", "-q"],
+    )
+    assert res.exit_code == 0, res.output
+    data = json.loads((out / "n1" / "data.json").read_text())
+    assert data["preprocessing"]["source"] == "volume" and data["input_size"] == [12, 12, 12]
+    split = data["info"]["split"]
+    assert len(split) == 10 and {r["split"] for r in split} == {"train", "val", "test"}
