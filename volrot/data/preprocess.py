@@ -180,18 +180,33 @@ def load_volume(path: str | Path, max_voxels: int = DEFAULT_MAX_VOXELS, series_u
     return read_nifti(p, max_voxels=max_voxels)
 
 
+def intensity_window(array: np.ndarray, spec: PreprocessSpec) -> tuple[float, float] | None:
+    """(low, high) mapped to (0, 1) for `ct` (the HU window) and `mr` (the volume's percentiles,
+    computed on the whole image); None for `none`."""
+    if spec.intensity == "ct":
+        return float(spec.ct_window[0]), float(spec.ct_window[1])
+    if spec.intensity == "mr":
+        lo, hi = np.percentile(array, spec.percentiles)
+        return float(lo), float(hi)
+    return None
+
+
+def apply_window(array: np.ndarray, window: tuple[float, float] | None) -> np.ndarray:
+    """`clip((x - low) / (high - low), 0, 1)`; a degenerate window (constant volume) gives zeros."""
+    a = np.asarray(array, dtype=np.float32)
+    if window is None:
+        return a
+    lo, hi = window
+    if not hi > lo:
+        return np.zeros_like(a)
+    return np.clip((a - np.float32(lo)) / np.float32(hi - lo), 0.0, 1.0).astype(np.float32, copy=False)
+
+
 def normalise_intensity(array: np.ndarray, spec: PreprocessSpec) -> tuple[np.ndarray, float]:
     """Returns (normalised float32 array, padding value for voxels outside the image)."""
-    a = np.asarray(array, dtype=np.float32)
-    if spec.intensity == "ct":
-        lo, hi = spec.ct_window
-        return ((np.clip(a, lo, hi) - lo) / (hi - lo)).astype(np.float32), 0.0
-    if spec.intensity == "mr":
-        plo, phi = np.percentile(a, spec.percentiles)
-        if not phi > plo:
-            return np.zeros_like(a), 0.0
-        return np.clip((a - plo) / (phi - plo), 0.0, 1.0).astype(np.float32), 0.0
-    return a, float(a.min())
+    window = intensity_window(array, spec)
+    out = apply_window(array, window)
+    return out, (0.0 if window is not None else float(out.min()))
 
 
 def world_center(image: Image, center: Sequence[float] | None, center_space: str) -> np.ndarray:
@@ -207,28 +222,47 @@ def world_center(image: Image, center: Sequence[float] | None, center_space: str
 
 
 def preprocess(image: Image, spec: PreprocessSpec, center: Sequence[float] | None = None) -> np.ndarray:
-    """Apply steps 2-5 of the pipeline to a loaded image: float32 `(1, D, H, W)`."""
+    """Apply steps 2-5 of the pipeline to a loaded image: float32 `(1, D, H, W)`.
+
+    Only the part of the image that the output grid can reach (plus the smoothing and
+    interpolation support) is normalised, smoothed and interpolated; the percentiles of `mr`
+    still come from the whole image. For interpolation orders 0 and 1 this gives exactly the
+    result of processing the whole image."""
     from scipy import ndimage
 
-    data, pad = normalise_intensity(image.array, spec)
+    full = image.array
+    window = intensity_window(full, spec)
+    pad = 0.0 if window is not None else float(full.min())
     out_spacing = np.asarray(spec.spacing, dtype=np.float64)
     size = np.asarray(spec.size, dtype=np.float64)
+    sigma = np.zeros(3)
     if spec.antialias:
-        # input voxel size along each input axis vs. the output voxel size along the same direction
+        # output spacing seen along each input axis, in input voxels (scikit-image's rule)
         directions = image.affine[:3, :3] / image.spacing
-        target = np.abs(directions.T) @ out_spacing  # output spacing seen along each input axis
-        factor = target / image.spacing
+        factor = (np.abs(directions.T) @ out_spacing) / image.spacing
         sigma = np.maximum(0.0, (factor - 1.0) / 2.0)
-        if np.any(sigma > 0):
-            data = ndimage.gaussian_filter(data, sigma=sigma, mode="nearest")
     c = world_center(image, center, spec.center_space)
     inv = np.linalg.inv(image.affine)
     matrix = inv[:3, :3] @ np.diag(out_spacing)
     offset = inv[:3, :3] @ (c - out_spacing * (size - 1.0) / 2.0) + inv[:3, 3]
+
+    # input box the output grid reaches, widened by the Gaussian radius (truncate=4) and the
+    # interpolation support
+    corners = np.array(np.meshgrid(*[[0.0, n - 1.0] for n in size], indexing="ij")).reshape(3, -1).T
+    reach = corners @ matrix.T + offset
+    margin = np.ceil(4.0 * sigma + 0.5) + spec.order + (8 if spec.order > 1 else 1)
+    shape = np.array(full.shape)
+    lo = np.clip(np.floor(reach.min(0) - margin), 0, shape).astype(int)
+    hi = np.clip(np.ceil(reach.max(0) + margin) + 1, 0, shape).astype(int)
+    if np.any(hi <= lo):  # the output grid lies entirely outside the image
+        return np.full((1, *spec.size), pad, dtype=np.float32)
+    data = apply_window(full[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]], window)
+    if np.any(sigma > 0):
+        data = ndimage.gaussian_filter(data, sigma=sigma, mode="nearest")
     out = ndimage.affine_transform(
         data,
         matrix,
-        offset=offset,
+        offset=offset - lo,
         output_shape=tuple(int(s) for s in spec.size),
         order=spec.order,
         mode="constant",
