@@ -151,9 +151,11 @@ def test_failed_download_leaves_nothing_behind(tmp_path, monkeypatch):
     assert not root.exists()
 
 
-def test_size_other_than_28_or_64_is_refused():
+def test_size_other_than_28_or_64_and_preprocess_options_are_refused():
     with pytest.raises(UserError, match="--size 32: MedMNIST3D comes in sizes 28 and 64"):
         load_data(DataConfig(name="organ", size=32))
+    with pytest.raises(UserError, match=r"data.preprocess \(spacing\) applies to nifti:/dicom: data only"):
+        load_data(DataConfig(name="organ", preprocess={"spacing": 2}))
 
 
 def test_corrupt_npz_and_wrong_split_sizes(tmp_path):

@@ -166,3 +166,26 @@ def test_nifti_manifest_trains_through_the_cli_and_records_the_split(tmp_path):
     assert data["preprocessing"]["source"] == "volume" and data["input_size"] == [12, 12, 12]
     split = data["info"]["split"]
     assert len(split) == 10 and {r["split"] for r in split} == {"train", "val", "test"}
+
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        ({"split_fractions": [0.5, 0.5]}, "data.split_fractions must be 3 non-negative fractions summing to 1"),
+        ({"split_fractions": [0.0, 0.5, 0.5]}, "data.split_fractions must be 3"),
+        ({"preprocess": {"spacing": 0}}, "data.preprocess.spacing must be positive"),
+        ({"preprocess": {"voxel_size": 1}}, "unknown key 'data.preprocess.voxel_size'"),
+    ],
+)
+def test_bad_data_options(tmp_path, kw, message):
+    m = nifti_dataset(tmp_path, n_per_class=3)
+    with pytest.raises(UserError) as e:
+        load_data(DataConfig(name=f"nifti:{m}", **kw))
+    assert message in str(e.value)
+
+
+def test_missing_path_and_empty_kind():
+    with pytest.raises(UserError, match="needs a path"):
+        load_data(DataConfig(name="dicom:"))
+    with pytest.raises(UserError, match="/nowhere/m.csv does not exist"):
+        load_data(DataConfig(name="nifti:/nowhere/m.csv"))

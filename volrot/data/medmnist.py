@@ -149,6 +149,11 @@ def load_medmnist(cfg: DataConfig) -> DataBundle:
     flag = medmnist_flag(cfg.name)
     if flag is None:
         raise UserError(f"unknown MedMNIST3D dataset '{cfg.name}' (known: {', '.join(SHORT_NAMES)})")
+    if cfg.preprocess:
+        raise UserError(
+            f"data.preprocess ({', '.join(sorted(cfg.preprocess))}) applies to nifti:/dicom: data only; "
+            "MedMNIST3D volumes come preprocessed"
+        )
     if cfg.size not in SIZES:
         raise UserError(f"--size {cfg.size}: MedMNIST3D comes in sizes 28 and 64")
     import medmnist
