@@ -73,7 +73,7 @@ def test_real_adrenal_trains_tiny_model_one_epoch(tmp_path):
     recipe = recipe_from_dict(
         {
             "model": {"arch": "resnet3d", "width": 2},
-            "data": {"name": "adrenal", "root": str(REAL_ROOT), "size": 28, "max_samples": 16},
+            "data": {"name": "adrenal", "root": str(REAL_ROOT), "size": 28, "max_samples": 8},
             "train": {"epochs": 1, "batch_size": 8, "device": "cpu", "out": str(tmp_path), "name": "adrenal1"},
         }
     )
