@@ -231,6 +231,8 @@ FLAG_KEYS = {
     "out": ("train", "out"),
     "augment": ("train", "augment"),
     "name": ("train", "name"),
+    "download": ("data", "download"),
+    "verify": ("data", "verify"),
 }
 
 

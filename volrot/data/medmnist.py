@@ -83,7 +83,7 @@ def _place_hint(file: Path, info: dict, size: int) -> str:
 
 
 def _missing_message(file: Path, info: dict, size: int) -> str:
-    return f"{file.name} not found: {_place_hint(file, info, size)}, or set data.download=true when online"
+    return f"{file.name} not found: {_place_hint(file, info, size)}, or pass --download (data.download=true) when online"
 
 
 def _download(cls, file: Path, info: dict, size: int) -> None:
@@ -116,7 +116,7 @@ def _verify(file: Path, info: dict, size: int, verify: bool) -> tuple[str, str, 
         "release of the file)"
     )
     if verify:
-        raise UserError(msg + "; replace it, or set data.verify=false to use it anyway")
+        raise UserError(msg + "; replace it, or pass --no-verify (data.verify=false) to use it anyway")
     warnings.warn(msg + "; using it anyway (data.verify=false)", stacklevel=3)
     return got, expected, False
 
