@@ -17,8 +17,9 @@ files is searched for NIfTI files and series folders (recursively).
   (RAS reorientation, spacing, intensity window, size) is applied as in training.
 - `as-is`: the checkpoint was trained on arrays without physical geometry (the built-in `shapes`
   set, MedMNIST3D): nothing records a spacing or an intensity window, so the file's voxel array
-  is read (`load_volume`) and used unchanged, in file voxel order. Its shape must equal the
-  model's input size; anything else is an error for that file (no silent resampling).
+  is read (`load_volume`) and used in file voxel order, with only the recorded intensity
+  mapping (MedMNIST: uint8 / 255; shapes: none). Its shape must equal the model's input size;
+  anything else is an error for that file (no silent resampling or cropping).
 
 Every output row says which mode was used (`preprocessing.mode`), with the size and spacing.
 
@@ -55,6 +56,11 @@ class InputPipeline:
         recorded = meta.get("preprocessing") or {}
         self.trained_on = str((meta.get("data") or {}).get("name") or recorded.get("source") or "unknown data")
         self.spec = None
+        self.source = str(recorded.get("source") or "unknown")
+        # as-is intensity: MedMNIST volumes are uint8 scaled by 1/255 in training (recorded as
+        # "uint8 / 255 -> [0, 1]"); generated `shapes` volumes are used unchanged.
+        self.scale = 1.0 / 255.0 if self.source == "medmnist" else 1.0
+        self.intensity = str(recorded.get("intensity") or "none") if self.source == "medmnist" else "unchanged"
         if recorded.get("source") == "volume":
             from volrot.data.preprocess import PreprocessSpec
 
@@ -76,7 +82,7 @@ class InputPipeline:
         return {
             "mode": "as-is",
             "size": list(self.input_shape[1:]),
-            "intensity": "unchanged",
+            "intensity": self.intensity,
             "orientation": "file voxel order",
             "note": f"trained on {self.trained_on} without file preprocessing: voxels used unchanged, no resampling",
         }
@@ -92,6 +98,8 @@ class InputPipeline:
 
             image = load_volume(path)
             array = np.asarray(image.array, dtype=np.float32)[None]
+            if self.scale != 1.0:
+                array = array * np.float32(self.scale)
             summary = {**self.describe(), "size": list(array.shape[1:]), "spacing_mm": [round(float(v), 6) for v in image.spacing]}
             if array.shape != self.input_shape:
                 raise UserError(
