@@ -175,3 +175,23 @@ def test_registry_entry_and_bad_options():
         create_model("gcnn", num_classes=2, kernel_size=4)
     with pytest.raises(UserError, match="model.width_mode"):
         create_model("gcnn", num_classes=2, width_mode="flops")
+
+
+@pytest.mark.parametrize(
+    "name,arch,augment",
+    [
+        ("gcnn_adrenal", "gcnn", "none"),
+        ("gmr_adrenal", "gmr", "none"),
+        ("resnet3d_adrenal", "resnet3d", "none"),
+        ("resnet3d_adrenal_so3aug", "resnet3d", "so3"),
+    ],
+)
+def test_zoo_recipes_load_and_build(name, arch, augment):
+    from volrot.config import REPO_RECIPES, load_recipe_file, recipe_from_dict, validate_model_options
+
+    recipe = recipe_from_dict(load_recipe_file(REPO_RECIPES / f"{name}.yaml"), source=name)
+    validate_model_options(recipe)
+    assert recipe.model.arch == arch and recipe.train.augment == augment
+    assert (recipe.optim.name, recipe.optim.lr, recipe.train.epochs, recipe.train.batch_size) == ("adam", 1e-3, 100, 32)
+    assert recipe.optim.milestones == [0.5, 0.75]
+    assert count_parameters(create_model(arch, num_classes=2, **recipe.model.options)) > 0

@@ -165,7 +165,7 @@ def gmr(
     *,
     num_classes: int,
     in_channels: int = 1,
-    width: int = 32,
+    width: int = 16,
     kernel_sizes: Sequence[int] = (7, 7, 5, 5),
     conv_form: str = DEFAULT_CONV_FORM,
 ) -> nn.Module:
