@@ -195,3 +195,17 @@ def test_zoo_recipes_load_and_build(name, arch, augment):
     assert (recipe.optim.name, recipe.optim.lr, recipe.train.epochs, recipe.train.batch_size) == ("adam", 1e-3, 100, 32)
     assert recipe.optim.milestones == [0.5, 0.75]
     assert count_parameters(create_model(arch, num_classes=2, **recipe.model.options)) > 0
+
+
+def test_one_epoch_cpu_training_and_checkpoint_round_trip(tiny_recipe):
+    from volrot import load_model
+    from volrot.engine.train import train
+
+    recipe = tiny_recipe(model={"arch": "gcnn", "width": 2, "group": "O"}, train={"epochs": 1, "name": "gcnn1"})
+    result = train(recipe, progress=False)
+    assert set(result.metrics) >= {"val", "test"}
+    assert 0.0 <= result.metrics["test"]["acc"] <= 1.0
+    model = load_model(result.best_checkpoint).eval()
+    assert model.volrot_arch == "gcnn" and model.volrot_config["group"] == "O"
+    x = smooth_volume(2, 16)
+    assert invariance_error(model, x, octahedral()) <= 1e-4

@@ -105,3 +105,18 @@ def test_registry_entry_parameters_and_bad_options():
         create_model("gmr", num_classes=2, conv_form="fft")
     with torch.no_grad():
         assert math.isfinite(float(model(torch.randn(1, 1, 12, 12, 12)).sum()))
+
+
+def test_one_epoch_cpu_training_and_checkpoint_round_trip(tiny_recipe):
+    from volrot import load_model
+    from volrot.engine.train import train
+
+    recipe = tiny_recipe(model={"arch": "gmr", "width": 2, "kernel_sizes": [5, 5, 3, 3]}, train={"epochs": 1, "name": "gmr1"})
+    result = train(recipe, progress=False)
+    assert 0.0 <= result.metrics["test"]["acc"] <= 1.0
+    model = load_model(result.best_checkpoint).eval()
+    assert model.volrot_arch == "gmr" and list(model.volrot_config["kernel_sizes"]) == [5, 5, 3, 3]
+    # the trained log sigma went through the checkpoint
+    assert any(name.endswith("log_sigma") for name, _ in model.named_parameters())
+    x = smooth_volume(2, 16)
+    assert invariance_error(model, x, octahedral(reflections=True)) <= 1e-4
