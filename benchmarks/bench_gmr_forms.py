@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -111,6 +112,7 @@ def main() -> None:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "machine": platform.machine(),
+        "load_average_1min": os.getloadavg()[0],
         "width": args.width,
         "kernel_sizes": args.kernel_sizes,
         "size": args.size,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -112,6 +113,7 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "machine": platform.machine(),
         "processor": platform.processor(),
+        "load_average_1min": os.getloadavg()[0],  # the timings are only as quiet as the machine
         "batch": args.batch,
         "size": args.size,
         "warmup": args.warmup,

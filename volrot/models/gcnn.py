@@ -182,9 +182,9 @@ class GroupBatchNorm3d(nn.Module):
         self.bn = nn.BatchNorm3d(channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, _, d, h, w = x.shape
-        y = self.bn(x.reshape(b, self.channels, self.order * d, h, w))
-        return y.reshape(b, self.channels * self.order, d, h, w)
+        d, h, w = x.shape[-3:]  # batch left as -1 so exported graphs keep a dynamic batch axis
+        y = self.bn(x.reshape(-1, self.channels, self.order * d, h, w))
+        return y.reshape(-1, self.channels * self.order, d, h, w)
 
 
 def group_channels(plain_width: int, order: int, width_mode: str) -> int:
@@ -234,8 +234,8 @@ class GCNN3d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.features(x)
-        b = f.shape[0]
-        pooled = f.reshape(b, self.out_channels, self.group.order, -1).mean(dim=3).amax(dim=2)
+        f = f.reshape(-1, self.out_channels, self.group.order, f.shape[-3] * f.shape[-2] * f.shape[-1])
+        pooled = f.mean(dim=3).amax(dim=2)  # space mean, then max over the orientation axis
         return self.fc(pooled)
 
 
