@@ -94,6 +94,12 @@ def train(
     out: Optional[str] = typer.Option(None, help="Folder for run folders (train.out)."),
     augment: Optional[str] = typer.Option(None, help="none | so3 | octahedral (train.augment)."),
     name: Optional[str] = typer.Option(None, help="Run folder name (train.name)."),
+    download: Optional[bool] = typer.Option(
+        None, "--download/--no-download", help="MedMNIST: download a missing file (data.download)."
+    ),
+    verify: Optional[bool] = typer.Option(
+        None, "--verify/--no-verify", help="MedMNIST: MD5 mismatch is an error (default) or a warning (data.verify)."
+    ),
     resume: Optional[Path] = typer.Option(None, help="Continue the run in this run folder."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
@@ -102,14 +108,14 @@ def train(
     from volrot.engine.train import train as run_training
 
     if resume is not None:
-        given = [recipe, arch, data, root, size, epochs, batch_size, lr, seed, device, out, augment, name]
+        given = [recipe, arch, data, root, size, epochs, batch_size, lr, seed, device, out, augment, name, download, verify]
         if set_ or any(v is not None for v in given):
             raise UserError("--resume takes the run's own recipe; it cannot be combined with other options")
         result = run_training(None, resume=resume, progress=not quiet, console=console)
     else:
         flags = dict(
             arch=arch, data=data, root=root, size=size, epochs=epochs, batch_size=batch_size, lr=lr,
-            seed=seed, device=device, out=out, augment=augment, name=name,
+            seed=seed, device=device, out=out, augment=augment, name=name, download=download, verify=verify,
         )
         rec = build_recipe(recipe, flags, set_)
         result = run_training(rec, progress=not quiet, console=console)

@@ -36,5 +36,14 @@ def load_data(cfg: DataConfig) -> DataBundle:
 
         return load_shapes(cfg)
     if low.startswith("nifti:") or low.startswith("dicom:"):
-        raise UserError(f"--data {name}: NIfTI/DICOM sources are not built yet")
-    raise UserError(f"unknown dataset '{name}' (built in: shapes)")
+        from volrot.data.volumes import load_volumes
+
+        return load_volumes(cfg, low.split(":", 1)[0])
+    from volrot.data.medmnist import SHORT_NAMES, medmnist_flag
+
+    if medmnist_flag(low) is not None:
+        from volrot.data.medmnist import load_medmnist
+
+        return load_medmnist(cfg)
+    known = ", ".join((*SYNTHETIC_NAMES, *SHORT_NAMES, "nifti:PATH", "dicom:PATH"))
+    raise UserError(f"unknown dataset '{name}' (known: {known})")
