@@ -27,7 +27,7 @@ from volrot import load_model  # noqa: E402
 from volrot.cli import app  # noqa: E402
 from volrot.errors import UserError  # noqa: E402
 from volrot.export import export_checkpoint, load_artifact  # noqa: E402
-from volrot.predict import OnnxModel, open_model, predict_files, rotate_grid  # noqa: E402
+from volrot.predict import OnnxModel, open_model, rotate_grid  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
