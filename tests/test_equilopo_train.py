@@ -1,5 +1,6 @@
 """A one-block EquiLoPO model trains for an epoch on a subset of real AdrenalMNIST3D (CPU),
-through the project's trainer (`volrot.engine.train.train`), and its checkpoint reloads."""
+through the project's MedMNIST loader and trainer (`volrot.engine.train.train`), and its
+checkpoint reloads."""
 
 import json
 from pathlib import Path
@@ -9,29 +10,6 @@ import pytest
 import torch
 
 from volrot.config import recipe_from_dict
-from volrot.data.base import ArrayDataset, DataBundle
-
-
-
-def adrenal_subset(npz: Path, n_train=8, n_eval=2) -> DataBundle:
-    """First samples of each class in each split, scaled to [0, 1] like medmnist's loader."""
-    d = np.load(npz)
-
-    def split(name, n):
-        labels = d[f"{name}_labels"].reshape(-1)
-        idx = np.concatenate([np.flatnonzero(labels == c)[: n // 2] for c in (0, 1)])
-        return ArrayDataset(d[f"{name}_images"][idx], labels[idx], scale=1 / 255)
-
-    return DataBundle(
-        name="adrenalmnist3d",
-        train=split("train", n_train),
-        val=split("val", n_eval),
-        test=split("test", n_eval),
-        class_names=["normal", "hyperplasia"],
-        in_channels=1,
-        input_size=(28, 28, 28),
-        task="binary",
-    )
 
 
 def _adrenal_npz() -> Path | None:
@@ -45,19 +23,16 @@ def _adrenal_npz() -> Path | None:
 
 
 @pytest.mark.skipif(_adrenal_npz() is None, reason="real AdrenalMNIST3D not found in ../shared/data/medmnist")
-def test_one_block_equilopo_trains_an_epoch_on_adrenal(tmp_path, monkeypatch):
+def test_one_block_equilopo_trains_an_epoch_on_adrenal(tmp_path):
     import volrot.engine.train as engine
 
-    # until the MedMNIST loader lands in volrot.data, feed the trainer a real subset directly
-    bundle = adrenal_subset(_adrenal_npz())
-    monkeypatch.setattr(engine, "load_data", lambda cfg: bundle)
     old = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         recipe = recipe_from_dict(
             {
                 "model": {"arch": "equilopo", "blocks": 1, "channels": 2, "coefficients": "adaptive"},
-                "data": {"name": "adrenal", "size": 28},
+                "data": {"name": "adrenal", "size": 28, "root": str(_adrenal_npz().parent), "max_samples": 8},
                 "optim": {"name": "adam", "lr": 0.005},
                 "train": {"epochs": 1, "batch_size": 4, "device": "cpu", "amp": False, "out": str(tmp_path), "name": "run"},
             }
