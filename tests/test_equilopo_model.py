@@ -155,3 +155,6 @@ def test_exportable_in_inference():
     program = torch.export.export(model, (x,))
     with torch.no_grad():
         assert torch.allclose(program.module()(x), expected, atol=1e-6)
+        # constant regions give identically zero SO(3) functions: normalisers must not divide 0/0
+        zeros = torch.zeros(1, 1, 6, 6, 6)
+        assert torch.isfinite(model(zeros)).all() and torch.isfinite(program.module()(zeros)).all()

@@ -5,7 +5,7 @@ P(y) = c0 + c1 y + c2 y². The result is band-limited to degree 2L (degree doubl
 normaliser n and the adaptive coefficients are computed per (sample, channel, voxel) and are
 constants in backprop (detached), as in the authors' code.
 
-* ``adaptive``: μ = f⁰, σ² = Σ_{l≥1} ‖f^l‖²/(2l+1), n = 3σ + 1e-12, a = μ/n; the L2 fit of ReLU
+* ``adaptive``: μ = f⁰, σ² = Σ_{l≥1} ‖f^l‖²/(2l+1), n = max(3σ, 1e-12), a = μ/n; the L2 fit of ReLU
   on [a−1, a+1] (paper Eq. 15); P(y) = 0.01·y when μ+3σ ≤ 0, P(y) = y when μ−3σ ≥ 0.
 * ``constant``: n = ‖f‖₂/3 with ‖f‖₂² = 8π² Σ ‖f^l‖²/(2l+1), c = (3/32, 1/2, 15/32).
 * ``trainable``: as constant, c = (3/32, 1/2, 15/32) + θ, θ ∈ R³ a parameter of the layer
@@ -134,7 +134,8 @@ class LocalActivation(nn.Module):
             var = sq[:, :, 1:].sum(2, keepdim=True)
             if self.coefficients == "adaptive":
                 three_sigma = 3 * var.sqrt()
-                n = three_sigma + 1e-12
+                # clamp, not + 1e-12: an ONNX optimiser folded the tiny add away (0/0 -> NaN)
+                n = three_sigma.clamp_min(1e-12)
                 c0, c1, c2 = adaptive_coefficients((mu / n).clamp(-1, 1))
                 neg = mu + three_sigma <= 0
                 pos = mu - three_sigma >= 0
@@ -143,7 +144,7 @@ class LocalActivation(nn.Module):
                 c2 = torch.where(neg | pos, zero, c2)
                 c1 = torch.where(neg, torch.full_like(c1, 0.01), torch.where(pos, torch.ones_like(c1), c1))
                 return n, (c0, c1, c2)
-            n = torch.sqrt(8 * math.pi**2 * (mu * mu + var)) / 3 + 1e-12
+            n = (torch.sqrt(8 * math.pi**2 * (mu * mu + var)) / 3).clamp_min(1e-12)
         c = torch.tensor(_CONST, dtype=x.dtype, device=x.device)
         if self.coefficients == "trainable":
             c = c + self.theta.to(x.dtype)
@@ -200,7 +201,7 @@ class SO3SoftMax(nn.Module):
         shape = (1, 1, -1, *([1] * (x.dim() - 3)))
         num = (p * p * self.weights_2l.view(shape)).sum(2)
         rms = (x * x * self.weights_l.view(shape)).sum(2).sqrt()
-        return num / torch.maximum(p[:, :, 0].abs(), SOFTMAX_FLOOR * rms + 1e-16)
+        return num / torch.maximum(p[:, :, 0].abs(), (SOFTMAX_FLOOR * rms).clamp_min(1e-16))
 
 
 class GlobalActivation(nn.Module):
