@@ -158,3 +158,15 @@ def test_exportable_in_inference():
         # constant regions give identically zero SO(3) functions: normalisers must not divide 0/0
         zeros = torch.zeros(1, 1, 6, 6, 6)
         assert torch.isfinite(model(zeros)).all() and torch.isfinite(program.module()(zeros)).all()
+
+
+@pytest.mark.parametrize("activation", ["local", "global"])
+def test_gradients_finite_with_zero_functions(activation):
+    # exact zero SO(3) functions (dropout, empty background) must not give NaN gradients
+    torch.manual_seed(4)
+    model = create_model("equilopo", num_classes=2, channels=2, blocks=1, activation=activation, dropout=0.3).train()
+    x = torch.zeros(2, 1, 8, 8, 8)
+    x[:, :, 3:5, 2:6, 3:6] = 1.0
+    model(x).logsumexp(-1).sum().backward()
+    for name, p in model.named_parameters():
+        assert torch.isfinite(p.grad).all(), name

@@ -200,7 +200,8 @@ class SO3SoftMax(nn.Module):
         p = self.activation(x)
         shape = (1, 1, -1, *([1] * (x.dim() - 3)))
         num = (p * p * self.weights_2l.view(shape)).sum(2)
-        rms = (x * x * self.weights_l.view(shape)).sum(2).sqrt()
+        with torch.no_grad():  # the floor is a normaliser: constant in backprop (and no sqrt'(0))
+            rms = (x * x * self.weights_l.view(shape)).sum(2).sqrt()
         return num / torch.maximum(p[:, :, 0].abs(), (SOFTMAX_FLOOR * rms).clamp_min(1e-16))
 
 
