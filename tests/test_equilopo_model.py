@@ -170,3 +170,17 @@ def test_gradients_finite_with_zero_functions(activation):
     model(x).logsumexp(-1).sum().backward()
     for name, p in model.named_parameters():
         assert torch.isfinite(p.grad).all(), name
+
+
+def test_runs_under_bf16_autocast_with_fp32_activations():
+    # polynomials, normalisers and BN statistics stay in float32 under autocast
+    torch.manual_seed(5)
+    model = create_model("equilopo", num_classes=2, channels=2, blocks=1, coefficients="trainable").train()
+    x = torch.randn(2, 1, 6, 6, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = model(x)
+    y.float().sum().backward()
+    assert torch.isfinite(y).all()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+    with torch.no_grad():
+        assert (model(x) - y.float()).abs().max() < 0.05 * y.float().abs().max() + 1e-3

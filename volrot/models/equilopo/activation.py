@@ -21,6 +21,7 @@ n·P(f/n) is exactly band-limited to 2L this equals the CG-product formula
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -31,6 +32,19 @@ from volrot.so3.wigner import SO3Resampler, degree_of_coefficient, n_coeffs
 COEFFICIENT_TYPES = ("adaptive", "constant", "trainable")
 _CONST = (3.0 / 32.0, 0.5, 15.0 / 32.0)
 _RESAMPLERS: dict[tuple[int, int], SO3Resampler] = {}
+
+
+def full_precision(x: torch.Tensor):
+    """Context for code that must run in float32 under autocast (polynomials of the features,
+    normalisers, batch statistics: fp16/bf16 would overflow v² and break the invariance).
+    Use with `as_full_precision(x)` on the inputs. A no-op when autocast is off."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.autocast(device_type=x.device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def as_full_precision(x: torch.Tensor) -> torch.Tensor:
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 def _resampler(lin: int, lout: int) -> SO3Resampler:
@@ -122,6 +136,7 @@ class LocalActivation(nn.Module):
         self.register_buffer("sample", rs.sample_in.float(), persistent=False)  # (K, N_L)
         self.register_buffer("analysis", rs.analysis[: n_coeffs(self.keep)].float(), persistent=False)
         self.register_buffer("weights_l", degree_weights(lmax), persistent=False)
+        self.register_buffer("const_c", torch.tensor(_CONST), persistent=False)
         if coefficients == "trainable":
             self.theta = nn.Parameter(torch.zeros(3))
 
@@ -145,7 +160,7 @@ class LocalActivation(nn.Module):
                 c1 = torch.where(neg, torch.full_like(c1, 0.01), torch.where(pos, torch.ones_like(c1), c1))
                 return n, (c0, c1, c2)
             n = (torch.sqrt(8 * math.pi**2 * (mu * mu + var)) / 3).clamp_min(1e-12)
-        c = torch.tensor(_CONST, dtype=x.dtype, device=x.device)
+        c = self.const_c.to(x.dtype)
         if self.coefficients == "trainable":
             c = c + self.theta.to(x.dtype)
         return n, (c[0], c[1], c[2])
@@ -154,6 +169,10 @@ class LocalActivation(nn.Module):
     fused = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with full_precision(x):
+            return self._forward(as_full_precision(x))
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         n, (c0, c1, c2) = self.polynomial(x)
         if self.fused:
             b, c, N, *spatial = x.shape
@@ -197,6 +216,10 @@ class SO3SoftMax(nn.Module):
         self.register_buffer("weights_2l", degree_weights(2 * lmax), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with full_precision(x):
+            return self._forward(as_full_precision(x))
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self.activation(x)
         shape = (1, 1, -1, *([1] * (x.dim() - 3)))
         num = (p * p * self.weights_2l.view(shape)).sum(2)

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from volrot.models.equilopo.activation import degree_weights
+from volrot.models.equilopo.activation import as_full_precision, degree_weights, full_precision
 
 
 class SE3BatchNorm(nn.Module):
@@ -32,6 +32,10 @@ class SE3BatchNorm(nn.Module):
         self.register_buffer("weights_l", degree_weights(lmax), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with full_precision(x):
+            return self._forward(as_full_precision(x))
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
             mean = x[:, :, 0].mean(dim=(0, 2, 3, 4))
             w = self.weights_l.view(1, 1, -1, 1, 1, 1)
