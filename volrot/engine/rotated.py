@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -199,7 +200,7 @@ def evaluate_rotated(
             if input_shape is None:
                 input_shape = list(x.shape[1:])
                 _check_exact_possible(plan, input_shape)
-            ref_logits.append(_forward(model, x))
+            ref_logits.append(_forward(model, x).cpu())
             labels.append(torch.as_tensor(yb).reshape(-1).cpu())
             per_pass = max(1, batch_size // len(x))
             for k, proto in enumerate(plan):
@@ -211,7 +212,7 @@ def evaluate_rotated(
                     chunks.append(out.reshape(len(idx), len(x), -1))
                     if progress:
                         bar.advance(task_id, len(idx))
-                rot_logits[k].append(torch.cat(chunks))
+                rot_logits[k].append(torch.cat(chunks).cpu())
     ref = torch.cat(ref_logits).double().numpy()
     y = torch.cat(labels).numpy().astype(np.int64)
     elapsed = time.perf_counter() - started
@@ -249,6 +250,99 @@ def evaluate_rotated(
     return RotatedReport(meta, reference, summaries, rows)
 
 
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    *,
+    data: str | None = None,
+    root: str | None = None,
+    split: str = "test",
+    protocols: Sequence[str] | str = "all",
+    angles: float = 30.0,
+    n: int = 64,
+    seed: int = 0,
+    mask: str = "sphere",
+    batch_size: int = 32,
+    device: str = "auto",
+    max_samples: int | None = None,
+    out: str | Path | None = None,
+    progress: bool = False,
+) -> tuple[RotatedReport, dict[str, Path]]:
+    """`volrot eval-rotated`: load a checkpoint and its data, evaluate, write the report.
+
+    The data are the checkpoint's recorded data config (`volrot_meta["recipe"]["data"]`) unless
+    `data` (and/or `root`) is given; `split` picks train/val/test. `device="auto"` means CUDA when
+    available. `out` defaults to `<checkpoint folder>/eval-rotated`. Returns the report and the
+    paths of report.json, report.csv and report.png. Everything is checked before any file is
+    written.
+    """
+    from volrot.checkpoint import load_model
+    from volrot.config import recipe_from_dict
+    from volrot.data import load_data
+    from volrot.engine.rotated_report import write_report
+
+    path = Path(checkpoint)
+    if split not in ("train", "val", "test"):
+        raise UserError(f"--split must be train, val or test, got '{split}'")
+    _check_protocols(protocols)
+    model = load_model(path)
+    meta = dict(getattr(model, "volrot_meta", None) or {})
+    recipe = meta.get("recipe") or {}
+    cfg = recipe_from_dict({"data": recipe.get("data") or {}}, source=f"{path} (recorded data config)").data
+    if data is not None:
+        cfg.name, cfg.root = data, None
+    if root is not None:
+        cfg.root = root
+    if max_samples is not None:
+        cfg.max_samples = max_samples
+    bundle = load_data(cfg)
+    num_classes = _num_classes(meta)
+    if num_classes is not None and num_classes != bundle.num_classes:
+        raise UserError(
+            f"{path}: the model predicts {num_classes} classes but data '{bundle.name}' has {bundle.num_classes}"
+        )
+    report = evaluate_rotated(
+        model,
+        bundle.split(split),
+        task=bundle.task,
+        protocols=protocols,
+        angles=angles,
+        n=n,
+        seed=seed,
+        mask=mask,
+        device=_resolve_device(device),
+        batch_size=batch_size,
+        max_samples=max_samples,
+        progress=progress,
+    )
+    report.meta = {
+        "checkpoint": str(path),
+        "model": (recipe.get("model") or {}).get("arch") or meta.get("arch") or type(model).__name__,
+        "data": bundle.name,
+        "split": split,
+        "class_names": list(bundle.class_names),
+        **report.meta,
+    }
+    paths = write_report(report, Path(out) if out is not None else path.parent / "eval-rotated")
+    return report, paths
+
+
+def _num_classes(meta: dict) -> int | None:
+    names = meta.get("class_names") or (meta.get("data") or {}).get("class_names")
+    return len(names) if names else None
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise UserError(f"--device: cannot use '{device}' ({e})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: CUDA is not available on this machine")
+    return dev
+
+
 def _check_exact_possible(plan: Iterable[_Protocol], shape: Sequence[int]) -> None:
     d, h, w = shape[-3:]
     if any(p.method == "exact" for p in plan) and not d == h == w:
@@ -260,7 +354,7 @@ def _forward(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     if not torch.is_tensor(out) or out.dim() != 2 or out.shape[0] != x.shape[0]:
         shape = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
         raise UserError(f"the model must map (B, C, D, H, W) to logits (B, K); got {shape}")
-    return out.float().cpu()
+    return out.float()
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
