@@ -316,7 +316,7 @@ def evaluate_checkpoint(
     )
     report.meta = {
         "checkpoint": str(path),
-        "model": (recipe.get("model") or {}).get("arch") or meta.get("arch") or type(model).__name__,
+        "model": meta.get("arch") or (recipe.get("model") or {}).get("arch") or type(model).__name__,
         "data": bundle.name,
         "split": split,
         "class_names": list(bundle.class_names),
@@ -327,8 +327,11 @@ def evaluate_checkpoint(
 
 
 def _num_classes(meta: dict) -> int | None:
-    names = meta.get("class_names") or (meta.get("data") or {}).get("class_names")
-    return len(names) if names else None
+    k = (meta.get("model_config") or {}).get("num_classes")
+    if k is None:
+        names = meta.get("class_names") or (meta.get("data") or {}).get("class_names")
+        k = len(names) if names else None
+    return k
 
 
 def _resolve_device(device: str | torch.device) -> torch.device:
