@@ -38,6 +38,7 @@ import torch
 from scipy.spatial.transform import Rotation
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from volrot.engine.metrics import compute_metrics
 from volrot.errors import UserError
 from volrot.so3.sampling import RotationSet, axis_sweep, haar, octahedral, octahedral_set, so3_grid
 from volrot.so3.volume import apply_sphere_mask, prepare_volume, rotate_exact_batch, rotate_trilinear
@@ -278,6 +279,7 @@ def evaluate_checkpoint(
     from volrot.checkpoint import load_model
     from volrot.config import recipe_from_dict
     from volrot.data import load_data
+    from volrot.engine.train import resolve_device
     from volrot.engine.rotated_report import write_report
 
     path = Path(checkpoint)
@@ -309,7 +311,7 @@ def evaluate_checkpoint(
         n=n,
         seed=seed,
         mask=mask,
-        device=_resolve_device(device),
+        device=resolve_device(str(device)),
         batch_size=batch_size,
         max_samples=max_samples,
         progress=progress,
@@ -332,18 +334,6 @@ def _num_classes(meta: dict) -> int | None:
         names = meta.get("class_names") or (meta.get("data") or {}).get("class_names")
         k = len(names) if names else None
     return k
-
-
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise UserError(f"--device: cannot use '{device}' ({e})") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {device}: CUDA is not available on this machine")
-    return dev
 
 
 def _check_exact_possible(plan: Iterable[_Protocol], shape: Sequence[int]) -> None:
@@ -445,27 +435,3 @@ def _json_safe(obj):
     if isinstance(obj, np.integer):
         return int(obj)
     return obj
-
-
-# ---------------------------------------------------------------------------------------------
-# ACC / AUC as medmnist's Evaluator. Private copy until `volrot.engine.metrics` lands on main.
-# ---------------------------------------------------------------------------------------------
-
-
-def compute_metrics(task: str, y_true: np.ndarray, probs: np.ndarray) -> dict[str, float]:
-    """medmnist's Evaluator: binary -> score = probs[:, -1], ACC at threshold 0.5, ROC-AUC;
-    multi-class -> ACC of argmax, AUC = mean one-vs-rest ROC-AUC over classes. AUC is NaN when
-    a class needed for it is absent from y_true."""
-    from sklearn.metrics import roc_auc_score
-
-    y = np.asarray(y_true).reshape(-1)
-    p = np.asarray(probs, dtype=np.float64)
-    if task == "binary":
-        score = p[:, -1]
-        acc = float(np.mean((score > 0.5).astype(np.int64) == y))
-        auc = float(roc_auc_score(y, score)) if len(np.unique(y)) == 2 else float("nan")
-    else:
-        acc = float(np.mean(p.argmax(1) == y))
-        aucs = [roc_auc_score(y == k, p[:, k]) for k in range(p.shape[1]) if 0 < np.sum(y == k) < len(y)]
-        auc = float(np.mean(aucs)) if len(aucs) == p.shape[1] else float("nan")
-    return {"acc": acc, "auc": auc}
