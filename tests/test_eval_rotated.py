@@ -9,7 +9,7 @@ from torch import nn
 
 from volrot.data.base import ArrayDataset
 from volrot.engine.rotated import ROW_FIELDS, SUMMARY_FIELDS, evaluate_rotated
-from volrot.engine.rotated_report import REPORT_FILES, render_table, write_report
+from volrot.engine.rotated_report import REPORT_FILES, load_report, render_table, write_report
 from volrot.errors import UserError
 from volrot.models.registry import create_model
 from volrot.so3.volume import centred_coordinates
@@ -132,6 +132,8 @@ def test_report_fields_and_files(tmp_path):
     data = json.loads((tmp_path / "out" / "report.json").read_text())
     assert set(data) == {"meta", "reference", "protocols", "rows"}
     assert data["reference"]["n_samples"] == 16
+    again = load_report(tmp_path / "out" / "report.json")
+    assert again.rows == rep.rows and again.protocols == rep.protocols and again.meta == rep.meta
     with open(tmp_path / "out" / "report.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert list(rows[0]) == list(ROW_FIELDS)

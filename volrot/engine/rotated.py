@@ -23,6 +23,10 @@ of the chosen protocols, and returns a `RotatedReport`:
 The unrotated predictions are computed once; rotations are batched on the model's device
 (`batch_size` volumes per forward pass, several rotations of a small batch packed together).
 Axis convention: see `volrot.so3.volume`.
+
+`evaluate_checkpoint(path, ...)` is `volrot eval-rotated`: it loads a checkpoint and the data it
+was trained on (or `data=`), runs `evaluate_rotated` and writes the report files
+(`volrot.engine.rotated_report`).
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ ROW_FIELDS = (
     "protocol", "index", "label", "axis", "angle_deg", "method", "rx_deg", "ry_deg", "rz_deg",
     "acc", "auc", "consistency", "max_abs_dlogit", "mean_abs_dlogit", "rel_dlogit",
 )  # fmt: skip
+_NUMERIC_ROW_FIELDS = ("acc", "auc", "consistency", "max_abs_dlogit", "mean_abs_dlogit", "rel_dlogit")
 SUMMARY_FIELDS = (
     "count", "method", "acc_mean", "acc_std", "acc_worst", "auc_mean", "auc_std", "auc_worst",
     "consistency_mean", "consistency_worst", "max_abs_dlogit", "mean_abs_dlogit", "rel_dlogit",
@@ -71,6 +76,21 @@ class RotatedReport:
 
     def rows_of(self, protocol: str) -> list[dict[str, Any]]:
         return [r for r in self.rows if r["protocol"] == protocol]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RotatedReport":
+        """Inverse of `to_dict` (e.g. a loaded report.json); JSON nulls become NaN."""
+
+        def nan(v):
+            return float("nan") if v is None else v
+
+        rows = [{k: (nan(v) if k in _NUMERIC_ROW_FIELDS else v) for k, v in r.items()} for r in d["rows"]]
+        protocols = {
+            name: {k: (nan(v) if k not in ("count", "method", "details") else v) for k, v in s.items()}
+            for name, s in d["protocols"].items()
+        }
+        reference = {k: nan(v) for k, v in d["reference"].items()}
+        return cls(dict(d["meta"]), reference, protocols, rows)
 
     def to_dict(self) -> dict[str, Any]:
         return _json_safe(

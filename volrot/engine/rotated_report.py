@@ -7,7 +7,7 @@
 - `report.png`: ACC (top) and AUC (bottom) against rotation angle, one column per protocol:
   per axis for `axes`, per rotation angle for `octahedral`, binned angle (mean ± std per 30° bin)
   for `so3-grid` and `haar`; the unrotated reference is a solid grey line and the interpolation
-  control (identity through the trilinear path) a dashed one.
+  control (identity through the trilinear path) a dashed purple one.
 """
 
 from __future__ import annotations
@@ -21,6 +21,11 @@ import numpy as np
 from volrot.engine.rotated import CONTROL, ROW_FIELDS, RotatedReport
 
 REPORT_FILES = ("report.json", "report.csv", "report.png")
+
+
+def load_report(path: str | Path) -> RotatedReport:
+    """Read a report.json back (for re-plotting or comparing runs)."""
+    return RotatedReport.from_dict(json.loads(Path(path).read_text()))
 
 
 def write_report(report: RotatedReport, out_dir: str | Path) -> dict[str, Path]:
@@ -73,7 +78,7 @@ def plot_report(report: RotatedReport, path: str | Path) -> None:
             if ref is not None and np.isfinite(ref):
                 ax.axhline(ref, color="0.4", lw=1.2, label="unrotated")
             if control and np.isfinite(control[0][metric]):
-                ax.axhline(control[0][metric], color="0.4", lw=1.0, ls="--", label="identity (trilinear)")
+                ax.axhline(control[0][metric], color="tab:purple", lw=1.0, ls="--", label="identity (trilinear)")
             ax.set_ylabel(metric.upper()) if c == 0 else None
             ax.grid(alpha=0.3)
             if r == 0:
@@ -81,7 +86,7 @@ def plot_report(report: RotatedReport, path: str | Path) -> None:
                 ax.set_title(f"{name} ({details.get('count', len(rows))} rotations)")
             ax.set_xlabel("rotation angle (deg)")
             if c == 0 and r == 0 or name == "axes" and r == 0:
-                ax.legend(fontsize=7, loc="lower left")
+                ax.legend(fontsize=7, loc="best", framealpha=0.6)
     meta = report.meta
     fig.suptitle(f"rotated evaluation — {meta.get('model', 'model')} on {meta.get('data', 'data')} "
                  f"({meta['n_samples']} samples, mask={meta['mask']})", fontsize=10)  # fmt: skip
