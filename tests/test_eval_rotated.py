@@ -67,7 +67,8 @@ def test_invariant_model_has_zero_error_and_full_consistency_on_octahedral():
     assert s["acc_std"] == 0.0 and s["acc_mean"] == rep.reference["acc"]
     # the interpolation control is always there; the identity through trilinear is ~exact
     control = rep.rows_of("control")
-    assert [r["label"] for r in control][0] == "identity (trilinear)" and len(control) == 4
+    assert control[0]["label"] == "identity (trilinear)" and len(control) == 4
+    assert [r["index"] for r in control] == [0, 1, 2, 3]
     assert control[0]["max_abs_dlogit"] < 1e-5
 
 

@@ -7,8 +7,8 @@ of the chosen protocols, and returns a `RotatedReport`:
 - protocols: `octahedral` (the 24 exact cube rotations, no interpolation), `axes` (about x, y, z
   in steps of `angles` degrees), `so3-grid` (super-Fibonacci set with spacing ≤ `angles`),
   `haar` (`n` seeded Haar-random rotations), and always `control`: the identity passed through
-  the trilinear path, plus three round trips R then Rᵀ (R = the first three rotations of
-  `haar(3, seed)`; two resamplings, net rotation identity). The control separates the loss
+  the trilinear path, plus three round trips R then Rᵀ (R = the rotations of `haar(3, seed)`;
+  two resamplings, net rotation identity). The control separates the loss
   caused by interpolation from the loss caused by rotation.
 - `mask="sphere"` (default) zeroes voxels outside the inscribed sphere in the unrotated *and*
   the rotated inputs, so corners never decide a result; `"pad"` zero-pads every input to the
@@ -104,6 +104,7 @@ class _Protocol:
     rotations: RotationSet
     method: str  # "exact" | "trilinear" | "round-trip"
     group: list | None = None  # the GridRotations of an exact protocol
+    first_index: int = 0  # row index of the first rotation (the control set comes in two parts)
 
 
 def build_protocols(protocols: Sequence[str], *, angles: float, n: int, seed: int) -> list[_Protocol]:
@@ -123,18 +124,16 @@ def build_protocols(protocols: Sequence[str], *, angles: float, n: int, seed: in
             out.append(_Protocol(name, so3_grid(angles), "trilinear"))
         elif name == "haar":
             out.append(_Protocol(name, haar(n, seed), "trilinear"))
-    identity = RotationSet(
-        CONTROL, np.eye(3)[None], [{"label": "identity (trilinear)", "axis": None, "angle_deg": 0.0}], {}
-    )
     trips = haar(3, seed)
     labels = [{"label": f"round-trip {lab['label']}", "axis": None, "angle_deg": 0.0} for lab in trips.labels]
     details = {
         "count": 4,
         "identity": "identity rotation through the trilinear resampling path",
-        "round_trip": f"R then R^T (two trilinear resamplings) for the first 3 rotations of haar(3, seed={seed})",
+        "round_trip": f"R then R^T (two trilinear resamplings) for the 3 rotations of haar(3, seed={seed})",
     }
-    out.append(_Protocol(CONTROL, RotationSet(CONTROL, np.eye(3)[None], identity.labels, details), "trilinear"))
-    out.append(_Protocol(CONTROL, RotationSet(CONTROL, trips.matrices, labels, details), "round-trip"))
+    identity = [{"label": "identity (trilinear)", "axis": None, "angle_deg": 0.0}]
+    out.append(_Protocol(CONTROL, RotationSet(CONTROL, np.eye(3)[None], identity, details), "trilinear"))
+    out.append(_Protocol(CONTROL, RotationSet(CONTROL, trips.matrices, labels, details), "round-trip", first_index=1))
     return out
 
 
@@ -389,7 +388,7 @@ def _row(proto, i, logits, ref, y, task, scale) -> dict[str, Any]:
         rotvec = np.zeros(3)  # net rotation of R then Rᵀ
     return {
         "protocol": proto.name,
-        "index": int(i),
+        "index": int(proto.first_index + i),
         "label": lab["label"],
         "axis": lab.get("axis"),
         "angle_deg": float(lab["angle_deg"]),
