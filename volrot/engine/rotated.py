@@ -185,7 +185,8 @@ def evaluate_rotated(
     """Evaluate `model` on `dataset` (items `(volume (C, D, H, W), label)`) under rotations.
 
     `task` is "binary" or "multi-class" (as `DataBundle.task`). `device=None` uses the device of
-    the model's parameters. The model is put in eval mode; nothing is trained. Returns a
+    the model's parameters; the model is moved there and put in eval mode (nothing is trained,
+    no gradients are kept). Returns a
     `RotatedReport` (see the module docstring for every field).
     """
     if task not in ("binary", "multi-class"):
@@ -212,7 +213,7 @@ def evaluate_rotated(
     ref_logits, labels = [], []
     rot_logits = [[] for _ in plan]  # per protocol: list over batches of (m_total, B, K)
     input_shape = None
-    bar = _progress_bar(progress, len(loader) * rows_total)
+    bar = _progress_bar(progress)
     with torch.inference_mode(), bar:
         task_id = bar.add_task("rotated evaluation", total=len(loader) * rows_total) if progress else None
         for xb, yb in loader:
@@ -430,7 +431,7 @@ def _summary(rows: list[dict], method: str, details: dict) -> dict[str, Any]:
     }
 
 
-def _progress_bar(enabled: bool, total: int):
+def _progress_bar(enabled: bool):
     if not enabled:
         from contextlib import nullcontext
 
