@@ -7,7 +7,6 @@ Errors the user can cause (`volrot.errors.UserError`) print one line and exit wi
 from __future__ import annotations
 
 import functools
-import sys
 from pathlib import Path
 from typing import List, Optional
 

@@ -47,6 +47,22 @@ def centred_coordinates(shape: Sequence[int], *, device=None, dtype=torch.float3
     return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
 
 
+def _as_matrices(matrices, like: torch.Tensor, dtype) -> torch.Tensor:
+    mats = torch.as_tensor(np.asarray(matrices) if not torch.is_tensor(matrices) else matrices)
+    return mats.to(device=like.device, dtype=dtype).reshape(-1, 3, 3)
+
+
+def _sampling_grid(shape: tuple[int, int, int], mats: torch.Tensor) -> torch.Tensor:
+    """grid_sample grids (M, D, H, W, 3) that rotate by each of `mats` (M, 3, 3) about the centre."""
+    if min(shape) < 2:
+        raise ValueError(f"every spatial size must be >= 2, got {shape}")
+    coords = centred_coordinates(shape, device=mats.device, dtype=mats.dtype)
+    # source p = Rᵀ q for output position q; as rows: p_j = Σ_i q_i R_ij
+    src = torch.einsum("dhwi,mij->mdhwj", coords, mats)
+    half = torch.tensor([(n - 1) / 2.0 for n in shape], device=mats.device, dtype=mats.dtype)
+    return (src / half).flip(-1)  # (x, y, z) -> grid_sample's (W, H, D) order
+
+
 def rotate_trilinear(x: torch.Tensor, matrices) -> torch.Tensor:
     """Rotate `x` (..., D, H, W) by each of M rotation matrices with trilinear interpolation.
 
@@ -57,20 +73,28 @@ def rotate_trilinear(x: torch.Tensor, matrices) -> torch.Tensor:
     if x.dim() < 3:
         raise ValueError(f"need at least 3 axes (D, H, W), got shape {tuple(x.shape)}")
     shape = tuple(x.shape[-3:])
-    if min(shape) < 2:
-        raise ValueError(f"every spatial size must be >= 2, got {shape}")
     dtype = x.dtype if x.is_floating_point() else torch.float32
-    mats = torch.as_tensor(np.asarray(matrices) if not torch.is_tensor(matrices) else matrices)
-    mats = mats.to(device=x.device, dtype=dtype).reshape(-1, 3, 3)
+    mats = _as_matrices(matrices, x, dtype)
     lead = tuple(x.shape[:-3])
     flat = x.to(dtype).reshape(1, -1, *shape).expand(len(mats), -1, *shape)
-    coords = centred_coordinates(shape, device=x.device, dtype=dtype)
-    # source p = Rᵀ q for output position q; as rows: p_j = Σ_i q_i R_ij
-    src = torch.einsum("dhwi,mij->mdhwj", coords, mats)
-    half = torch.tensor([(n - 1) / 2.0 for n in shape], device=x.device, dtype=dtype)
-    grid = (src / half).flip(-1)  # (x, y, z) -> grid_sample's (W, H, D) order
+    grid = _sampling_grid(shape, mats)
     out = F.grid_sample(flat, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
     return out.reshape(len(mats), *lead, *shape)
+
+
+def rotate_trilinear_each(x: torch.Tensor, matrices) -> torch.Tensor:
+    """Rotate volume b of a batch `x` (B, C, D, H, W) by `matrices[b]` (B, 3, 3): one grid_sample.
+
+    Used for training-time augmentation (a different random rotation per volume).
+    """
+    if x.dim() != 5:
+        raise ValueError(f"need a batch (B, C, D, H, W), got shape {tuple(x.shape)}")
+    dtype = x.dtype if x.is_floating_point() else torch.float32
+    mats = _as_matrices(matrices, x, dtype)
+    if len(mats) != x.shape[0]:
+        raise ValueError(f"need one matrix per volume: {len(mats)} matrices for a batch of {x.shape[0]}")
+    grid = _sampling_grid(tuple(x.shape[-3:]), mats)
+    return F.grid_sample(x.to(dtype), grid, mode="bilinear", padding_mode="zeros", align_corners=True)
 
 
 def sphere_mask(shape: Sequence[int], *, device=None) -> torch.Tensor:
