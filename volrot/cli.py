@@ -7,7 +7,6 @@ Errors the user can cause (`volrot.errors.UserError`) print one line and exit wi
 from __future__ import annotations
 
 import functools
-import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -149,12 +148,45 @@ def _not_built(command: str, issue: str):
 
 @app.command(
     "eval-rotated",
-    epilog="Example:\n\n  volrot eval-rotated runs/<run>/best.safetensors --angles 30",
+    epilog=(
+        "Examples:\n\n"
+        "  volrot eval-rotated runs/<run>/best.safetensors --angles 30\n\n"
+        "  volrot eval-rotated runs/<run>/best.safetensors --protocol octahedral --out rot/\n\n"
+        "  volrot eval-rotated best.safetensors --data adrenal --root data/ --protocol haar --n 128 --seed 1"
+    ),
 )
 @user_errors
-def eval_rotated(checkpoint: Path = typer.Argument(..., help="Checkpoint from `volrot train`.")):
-    """Measure ACC/AUC and logit invariance under 3D rotations of the test set."""
-    _not_built("eval-rotated", "rotation toolkit")
+def eval_rotated(
+    checkpoint: Path = typer.Argument(..., help="Checkpoint from `volrot train` (best.safetensors)."),
+    data: Optional[str] = typer.Option(None, help="Dataset; default: the one recorded in the checkpoint."),
+    root: Optional[str] = typer.Option(None, help="Dataset folder (default: the recorded one)."),
+    split: str = typer.Option("test", help="train | val | test."),
+    protocol: List[str] = typer.Option(
+        ["all"], "--protocol", "-p", help="all | octahedral | axes | so3-grid | haar (repeatable)."
+    ),
+    angles: float = typer.Option(30.0, help="Degrees: step of `axes`, spacing of `so3-grid`."),
+    n: int = typer.Option(64, "--n", help="Number of Haar-random rotations (`haar`)."),
+    seed: int = typer.Option(0, help="Seed of the Haar rotations."),
+    mask: str = typer.Option("sphere", help="sphere (zero outside the inscribed sphere) | pad | none."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Volumes per forward pass."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
+    out: Optional[Path] = typer.Option(None, help="Report folder (default: <checkpoint folder>/eval-rotated)."),
+    max_samples: Optional[int] = typer.Option(None, "--max-samples", help="Evaluate the first N volumes only."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+):
+    """Measure ACC/AUC and logit invariance under 3D rotations of the test set.
+
+    Writes report.json, report.csv and report.png and prints a summary table.
+    """
+    from volrot.engine.rotated import evaluate_checkpoint
+    from volrot.engine.rotated_report import print_report
+
+    report, paths = evaluate_checkpoint(
+        checkpoint, data=data, root=root, split=split, protocols=protocol, angles=angles, n=n, seed=seed,
+        mask=mask, batch_size=batch_size, device=device, max_samples=max_samples, out=out, progress=not quiet,
+    )  # fmt: skip
+    print_report(report, console)
+    console.print(f"report: {paths['report.json'].parent}  ({', '.join(paths)})")
 
 
 @app.command(
