@@ -212,3 +212,48 @@ def validate_model_options(recipe: Recipe) -> None:
         if key not in entry.defaults:
             options = ", ".join(sorted(entry.defaults)) or "none"
             raise UserError(f"unknown recipe key 'model.{key}' for arch '{entry.name}' (options: {options})")
+
+
+#: `volrot train` flags and the recipe keys they set.
+FLAG_KEYS = {
+    "arch": ("model", "arch"),
+    "data": ("data", "name"),
+    "root": ("data", "root"),
+    "size": ("data", "size"),
+    "epochs": ("train", "epochs"),
+    "batch_size": ("train", "batch_size"),
+    "lr": ("optim", "lr"),
+    "seed": ("train", "seed"),
+    "device": ("train", "device"),
+    "out": ("train", "out"),
+    "augment": ("train", "augment"),
+    "name": ("train", "name"),
+}
+
+
+def build_recipe(
+    recipe_file: str | Path | None = None,
+    flags: dict[str, Any] | None = None,
+    sets: list[str] | None = None,
+) -> Recipe:
+    """The effective recipe of `volrot train`.
+
+    Precedence, lowest first: built-in defaults < the shipped recipe for the (arch, dataset)
+    pair (`recipes/<arch>_<dataset>.yaml`, if any) < `--recipe FILE` < flags < `--set`.
+    The pair is read from the higher layers, so `volrot train --arch equilopo --data nodule`
+    picks up `recipes/equilopo_nodule.yaml`.
+    """
+    user: dict[str, Any] = load_recipe_file(recipe_file) if recipe_file else {}
+    for flag, value in (flags or {}).items():
+        if value is None:
+            continue
+        section, key = FLAG_KEYS[flag]
+        user = merge(user, {section: {key: value}})
+    for assignment in sets or []:
+        apply_override(user, assignment)
+    probe = recipe_from_dict(user, source=str(recipe_file or "recipe"))
+    from volrot.data import canonical_name
+
+    pair = find_recipe(probe.model.arch, canonical_name(probe.data.name))
+    raw = merge(load_recipe_file(pair), user) if pair else user
+    return recipe_from_dict(raw, source=str(recipe_file or pair or "recipe"))
