@@ -153,15 +153,18 @@ class SteerableConv3d(nn.Module):
         self._in_slices = self.irreps_in.slices()
 
     def kernel(self) -> torch.Tensor:
-        """The dense conv3d weight, shape (irreps_out.dim, irreps_in.dim, k, k, k)."""
+        """The dense conv3d weight, shape (irreps_out.dim, irreps_in.dim, k, k, k).
+
+        Built in the parameters' precision even under autocast (the conv itself may run in bf16).
+        """
         k = self.kernel_size
         out = self._anchor.new_zeros(self.irreps_out.dim, self.irreps_in.dim, k, k, k)
-        for n, (i, j) in enumerate(self.pairs):
-            basis = getattr(self, f"basis_{n}")
-            w = self.weights[n]
-            block = torch.einsum("uvb,bijxyz->uivjxyz", w, basis)
-            so, si = self._out_slices[i], self._in_slices[j]
-            out[so, si] = block.reshape(so.stop - so.start, si.stop - si.start, k, k, k)
+        with torch.autocast(device_type=self._anchor.device.type, enabled=False):
+            for n, (i, j) in enumerate(self.pairs):
+                basis = getattr(self, f"basis_{n}")
+                block = torch.einsum("uvb,bijxyz->uivjxyz", self.weights[n], basis)
+                so, si = self._out_slices[i], self._in_slices[j]
+                out[so, si] = block.reshape(so.stop - so.start, si.stop - si.start, k, k, k)
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
