@@ -25,8 +25,10 @@ for an output field of degree lo and an input field of degree li,
 with C = `o3.wigner_3j(lo, li, J)`, Y = `o3.spherical_harmonics` (component normalisation),
 Gaussian shells φ_m(r) = exp(-(r-m)²/(2·0.6²)) at integer radii m = 0..k//2, and the se3cnn
 "compromise" band limit J ≤ J_max(m) = 0, 3, 5, 7, … (small shells carry only low degrees;
-Y^{J>0} is 0 at the origin). Each basis kernel is scaled to unit norm, then by
-√((2lo+1)/fan_in) so that weights ~ N(0, 1) keep unit activation variance. The dense
+Y^{J>0} is 0 at the origin). Each basis kernel has unit norm; weights start as
+N(0, (2lo+1)/fan_in) (fan_in = Σ over input fields of their basis sizes), which keeps unit
+activation variance and lets the usual Adam learning rates (1e-3) work: se3cnn instead folds
+that scale into the basis and starts weights at N(0, 1), which needs lr ≈ 0.1. The dense
 `conv3d` kernel is materialised once per forward (one einsum per pair of irreps segments)
 and applied with a single `F.conv3d` (zero "same" padding).
 
@@ -143,9 +145,10 @@ class SteerableConv3d(nn.Module):
         self.weights = nn.ParameterList()
         for n, (i, j) in enumerate(self.pairs):
             (mul_o, ir_o), (mul_i, _) = self.irreps_out[i], self.irreps_in[j]
-            basis = pair_basis[(i, j)] * math.sqrt(ir_o.dim / fan_in[i])
+            basis = pair_basis[(i, j)]
             self.register_buffer(f"basis_{n}", basis.to(torch.get_default_dtype()), persistent=False)
-            self.weights.append(nn.Parameter(torch.randn(mul_o, mul_i, basis.shape[0])))
+            std = math.sqrt(ir_o.dim / fan_in[i])
+            self.weights.append(nn.Parameter(torch.randn(mul_o, mul_i, basis.shape[0]) * std))
 
         # Carries dtype/device for `kernel()` even when no pair of segments can couple.
         self.register_buffer("_anchor", torch.zeros(()), persistent=False)
