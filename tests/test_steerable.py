@@ -19,7 +19,7 @@ from volrot.errors import UserError
 from volrot.models import count_parameters, create_model
 from volrot.models.steerable import Downsample, SteerableConv3d, _kernel_lattice
 from volrot.so3.sampling import octahedral
-from volrot.so3.volume import rotate_exact
+from volrot.so3.volume import rotate_exact, rotate_trilinear
 
 ROTATIONS = octahedral()
 GROUP_48 = octahedral(reflections=True)
@@ -182,18 +182,6 @@ def test_reflections_option_gives_48_element_invariance_and_default_is_chiral():
 # --- continuous rotations -----------------------------------------------------------------------
 
 
-def _rotate_trilinear(x: torch.Tensor, R: np.ndarray) -> torch.Tensor:
-    """out(R p) = in(p) about the grid centre, trilinear, zero fill; axes (D,H,W) = (x,y,z)."""
-    n = x.shape[-1]
-    c = (n - 1) / 2
-    ax = torch.arange(n, dtype=torch.float64) - c
-    q = torch.stack(torch.meshgrid(ax, ax, ax, indexing="ij"), dim=-1)  # output coords (x,y,z)
-    p = q @ torch.tensor(R, dtype=torch.float64)  # p = Rᵀ q (row vectors)
-    grid = (p / c).flip(-1)  # grid_sample wants (W, H, D) = (z, y, x) order, align_corners=True
-    grid = grid[None].expand(x.shape[0], -1, -1, -1, -1).to(x.dtype)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-
-
 def _smooth_ball(n: int, seed: int) -> torch.Tensor:
     """A smooth random pattern inside a ball (zero near the faces, so rotations lose nothing)."""
     g = torch.Generator().manual_seed(seed)
@@ -218,7 +206,7 @@ def test_continuous_rotation_error_is_small_and_reported():
     x = _smooth_ball(20, seed=0)
     # the resampling helper reproduces the exact grid rotations (same convention as rotate_exact)
     for g in ROTATIONS[::5]:
-        torch.testing.assert_close(_rotate_trilinear(x, g.matrix), rotate_exact(x, g), atol=1e-5, rtol=0)
+        torch.testing.assert_close(rotate_trilinear(x, g.matrix)[0], rotate_exact(x, g), atol=1e-5, rtol=0)
     rotations = Rotation.random(3, random_state=0).as_matrix()
     steer = _tiny(width=2)
     torch.manual_seed(0)
@@ -230,7 +218,7 @@ def test_continuous_rotation_error_is_small_and_reported():
             model.eval()
             ref = model(x)
             spread = (ref - ref.mean(0)).norm()
-            errors[name] = [float((model(_rotate_trilinear(x, R)) - ref).norm() / spread) for R in rotations]
+            errors[name] = [float((model(rotate_trilinear(x, R)[0]) - ref).norm() / spread) for R in rotations]
     print("steerable continuous-rotation logit errors:", ", ".join(f"{e:.3f}" for e in errors["steerable"]))
     print("resnet3d (untrained, width 4), same inputs:", ", ".join(f"{e:.3f}" for e in errors["resnet3d"]))
     assert max(errors["steerable"]) < 0.3

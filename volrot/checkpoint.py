@@ -9,8 +9,6 @@ rename), so an interrupted write never leaves a truncated checkpoint.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,31 +16,11 @@ import torch
 import torch.nn as nn
 
 from volrot.errors import UserError
+from volrot.fileio import atomic_write, atomic_write_text  # noqa: F401  (re-exported)
 
 FORMAT = "volrot-checkpoint"
 FORMAT_VERSION = 1
 _META_KEY = "volrot"
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call `write(tmp_path)` then rename onto `path` (same folder, so the rename is atomic)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def _tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -102,7 +80,8 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any]) ->
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """Rebuild the model recorded in a checkpoint, load its weights, return it in eval mode.
 
-    The metadata is available as `model.volrot_meta`.
+    The metadata is available as `model.volrot_meta`; `model.predict(path)` classifies a NIfTI
+    file or DICOM series folder (see `volrot.predict.predict_one`).
     """
     from volrot.models import create_model
 
@@ -120,4 +99,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Modul
             f"(missing {len(missing)}, unexpected {len(unexpected)}; e.g. {(missing or unexpected)[0]})"
         )
     model.volrot_meta = meta
+    from volrot.predict import bind_predict
+
+    bind_predict(model)  # model.predict("scan.nii.gz") -> {"label", "probabilities", ...}
     return model.to(device).eval()

@@ -7,7 +7,6 @@ Errors the user can cause (`volrot.errors.UserError`) print one line and exit wi
 from __future__ import annotations
 
 import functools
-import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -94,6 +93,12 @@ def train(
     out: Optional[str] = typer.Option(None, help="Folder for run folders (train.out)."),
     augment: Optional[str] = typer.Option(None, help="none | so3 | octahedral (train.augment)."),
     name: Optional[str] = typer.Option(None, help="Run folder name (train.name)."),
+    download: Optional[bool] = typer.Option(
+        None, "--download/--no-download", help="MedMNIST: download a missing file (data.download)."
+    ),
+    verify: Optional[bool] = typer.Option(
+        None, "--verify/--no-verify", help="MedMNIST: MD5 mismatch is an error (default) or a warning (data.verify)."
+    ),
     resume: Optional[Path] = typer.Option(None, help="Continue the run in this run folder."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
@@ -102,14 +107,14 @@ def train(
     from volrot.engine.train import train as run_training
 
     if resume is not None:
-        given = [recipe, arch, data, root, size, epochs, batch_size, lr, seed, device, out, augment, name]
+        given = [recipe, arch, data, root, size, epochs, batch_size, lr, seed, device, out, augment, name, download, verify]
         if set_ or any(v is not None for v in given):
             raise UserError("--resume takes the run's own recipe; it cannot be combined with other options")
         result = run_training(None, resume=resume, progress=not quiet, console=console)
     else:
         flags = dict(
             arch=arch, data=data, root=root, size=size, epochs=epochs, batch_size=batch_size, lr=lr,
-            seed=seed, device=device, out=out, augment=augment, name=name,
+            seed=seed, device=device, out=out, augment=augment, name=name, download=download, verify=verify,
         )
         rec = build_recipe(recipe, flags, set_)
         result = run_training(rec, progress=not quiet, console=console)
@@ -143,26 +148,131 @@ def _not_built(command: str, issue: str):
 
 @app.command(
     "eval-rotated",
-    epilog="Example:\n\n  volrot eval-rotated runs/<run>/best.safetensors --angles 30",
+    epilog=(
+        "Examples:\n\n"
+        "  volrot eval-rotated runs/<run>/best.safetensors --angles 30\n\n"
+        "  volrot eval-rotated runs/<run>/best.safetensors --protocol octahedral --out rot/\n\n"
+        "  volrot eval-rotated best.safetensors --data adrenal --root data/ --protocol haar --n 128 --seed 1"
+    ),
 )
 @user_errors
-def eval_rotated(checkpoint: Path = typer.Argument(..., help="Checkpoint from `volrot train`.")):
-    """Measure ACC/AUC and logit invariance under 3D rotations of the test set."""
-    _not_built("eval-rotated", "rotation toolkit")
+def eval_rotated(
+    checkpoint: Path = typer.Argument(..., help="Checkpoint from `volrot train` (best.safetensors)."),
+    data: Optional[str] = typer.Option(None, help="Dataset; default: the one recorded in the checkpoint."),
+    root: Optional[str] = typer.Option(None, help="Dataset folder (default: the recorded one)."),
+    split: str = typer.Option("test", help="train | val | test."),
+    protocol: List[str] = typer.Option(
+        ["all"], "--protocol", "-p", help="all | octahedral | axes | so3-grid | haar (repeatable)."
+    ),
+    angles: float = typer.Option(30.0, help="Degrees: step of `axes`, spacing of `so3-grid`."),
+    n: int = typer.Option(64, "--n", help="Number of Haar-random rotations (`haar`)."),
+    seed: int = typer.Option(0, help="Seed of the Haar rotations."),
+    mask: str = typer.Option("sphere", help="sphere (zero outside the inscribed sphere) | pad | none."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Volumes per forward pass."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
+    out: Optional[Path] = typer.Option(None, help="Report folder (default: <checkpoint folder>/eval-rotated)."),
+    max_samples: Optional[int] = typer.Option(None, "--max-samples", help="Evaluate the first N volumes only."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+):
+    """Measure ACC/AUC and logit invariance under 3D rotations of the test set.
+
+    Writes report.json, report.csv and report.png and prints a summary table.
+    """
+    from volrot.engine.rotated import evaluate_checkpoint
+    from volrot.engine.rotated_report import print_report
+
+    report, paths = evaluate_checkpoint(
+        checkpoint, data=data, root=root, split=split, protocols=protocol, angles=angles, n=n, seed=seed,
+        mask=mask, batch_size=batch_size, device=device, max_samples=max_samples, out=out, progress=not quiet,
+    )  # fmt: skip
+    print_report(report, console)
+    console.print(f"report: {paths['report.json'].parent}  ({', '.join(paths)})")
 
 
-@app.command(epilog="Example:\n\n  volrot export runs/<run>/best.safetensors --format onnx --out model.onnx")
+@app.command(
+    epilog=(
+        "Examples:\n\n"
+        "  volrot export runs/<run>/best.safetensors --format onnx --out model.onnx\n\n"
+        "  volrot export runs/<run>/best.safetensors --format torchscript --out model.pt --sample scan.nii.gz\n\n"
+        "  volrot export runs/<run>/best.safetensors --format pt2 --out model.pt2"
+    )
+)
 @user_errors
-def export(checkpoint: Path = typer.Argument(..., help="Checkpoint from `volrot train`.")):
-    """Export a checkpoint to ONNX / TorchScript / torch.export with metadata."""
-    _not_built("export", "export and predict")
+def export(
+    checkpoint: Path = typer.Argument(..., help="Checkpoint from `volrot train` (.safetensors)."),
+    format: str = typer.Option("onnx", "--format", "-f", help="onnx | torchscript | pt2"),
+    out: Path = typer.Option(..., "--out", "-o", help="Artifact file to write (atomically)."),
+    exporter: str = typer.Option(
+        "auto", help="auto (try in turn) | onnx: torchscript, dynamo | pt2: export, export+decompose | torchscript: trace."
+    ),
+    sample: List[Path] = typer.Option([], "--sample", help="NIfTI file / DICOM folder to verify on too (repeatable)."),
+    tolerance: float = typer.Option(1e-4, help="Largest accepted max|Δlogit| / max|logit|."),
+):
+    """Export a checkpoint to ONNX / TorchScript / torch.export with metadata, verified against the eager model."""
+    from volrot.export import export_checkpoint
+
+    report = export_checkpoint(checkpoint, format, out, exporter=exporter, samples=sample, tolerance=tolerance)
+    from rich.table import Table
+
+    table = Table(title=f"{report.format} ({report.exporter} exporter) vs eager model")
+    table.add_column("inputs")
+    table.add_column("max |Δ|", justify="right")
+    table.add_column("relative", justify="right")
+    for c in report.checks:
+        table.add_row(c.name, f"{c.max_abs:.3g}", f"{c.max_rel:.3g}")
+    console.print(table)
+    for line in report.attempts:
+        console.print(f"[yellow]exporter failed, next one used:[/] {line}")
+    for line in report.notes:
+        console.print(f"note: {line}")
+    console.print(
+        f"wrote {report.path}: max |Δ| {report.max_abs:.3g} = {report.max_rel:.3g} of max |logit| (tolerance {report.tolerance:g})",
+        highlight=False,
+    )
 
 
-@app.command(epilog="Example:\n\n  volrot predict model.onnx scans/*.nii.gz --out preds.csv")
+@app.command(
+    epilog=(
+        "Examples:\n\n"
+        "  volrot predict model.onnx scans/*.nii.gz --out preds.csv\n\n"
+        "  volrot predict runs/<run>/best.safetensors dicom_studies/ --out preds.json --tta octahedral"
+    )
+)
 @user_errors
-def predict(model: Path = typer.Argument(..., help="Checkpoint or exported ONNX file.")):
-    """Predict classes of NIfTI files or DICOM series folders."""
-    _not_built("predict", "export and predict")
+def predict(
+    model: Path = typer.Argument(..., help="Checkpoint (.safetensors) or exported ONNX file."),
+    inputs: List[Path] = typer.Argument(..., help="NIfTI files, DICOM series folders, or folders of them."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="preds.csv or preds.json (written when all inputs are done)."),
+    tta: str = typer.Option("none", help="Test-time augmentation: none | octahedral (mean over the 24 grid rotations)."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Volumes per forward pass."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+):
+    """Predict classes of NIfTI files or DICOM series folders; bad inputs become error rows (exit 2 at the end)."""
+    from volrot.predict import predict_files
+
+    report = predict_files(
+        model, inputs, out=out, tta=tta, batch_size=batch_size, device=device, progress=not quiet, console=err_console
+    )
+    if out is None:
+        from rich.table import Table
+
+        table = Table()
+        for col in ("input", "label", "probability", "error"):
+            table.add_column(col)
+        for r in report.rows:
+            prob = "" if r["probability"] is None else f"{r['probability']:.3f}"
+            table.add_row(r["path"], r["label"] or "", prob, r["error"] or "")
+        console.print(table)
+    n_err = len(report.errors)
+    summary = f"{len(report.rows) - n_err} of {len(report.rows)} inputs predicted"
+    if out is not None:
+        summary += f"; wrote {out}"
+    console.print(summary, highlight=False)
+    if n_err:
+        for r in report.errors:
+            err_console.print(f"[bold red]error:[/] {r['error']}", markup=True)
+        raise typer.Exit(code=UserError.exit_code)
 
 
 @app.command(

@@ -41,6 +41,9 @@ class DataConfig:
     max_samples: int | None = None  # per split, for quick runs and tests (first N of each split)
     split_seed: int = 0  # seeded stratified split for NIfTI/DICOM sources without a split column
     preprocess: dict[str, Any] = field(default_factory=dict)  # NIfTI/DICOM pipeline options
+    download: bool = False  # MedMNIST: fetch a missing file (needs network and torchvision)
+    cache_dir: str | None = None  # NIfTI/DICOM: keep preprocessed volumes here between runs
+    split_fractions: list[float] = field(default_factory=lambda: [0.7, 0.15, 0.15])  # drawn split
 
 
 @dataclass
@@ -228,6 +231,8 @@ FLAG_KEYS = {
     "out": ("train", "out"),
     "augment": ("train", "augment"),
     "name": ("train", "name"),
+    "download": ("data", "download"),
+    "verify": ("data", "verify"),
 }
 
 

@@ -8,9 +8,24 @@ Names:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from volrot.config import DataConfig
-from volrot.data.base import ArrayDataset, DataBundle
 from volrot.errors import UserError
+
+if TYPE_CHECKING:
+    from volrot.data.base import ArrayDataset, DataBundle
+
+
+def __getattr__(name: str):
+    # Lazy: `volrot.data.preprocess` (used by the torch-free ONNX `predict` path) must be
+    # importable without importing torch, which `volrot.data.base` needs.
+    if name in ("ArrayDataset", "DataBundle"):
+        from volrot.data import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module 'volrot.data' has no attribute {name!r}")
+
 
 __all__ = ["ArrayDataset", "DataBundle", "load_data", "canonical_name"]
 
@@ -36,5 +51,14 @@ def load_data(cfg: DataConfig) -> DataBundle:
 
         return load_shapes(cfg)
     if low.startswith("nifti:") or low.startswith("dicom:"):
-        raise UserError(f"--data {name}: NIfTI/DICOM sources are not built yet")
-    raise UserError(f"unknown dataset '{name}' (built in: shapes)")
+        from volrot.data.volumes import load_volumes
+
+        return load_volumes(cfg, low.split(":", 1)[0])
+    from volrot.data.medmnist import SHORT_NAMES, medmnist_flag
+
+    if medmnist_flag(low) is not None:
+        from volrot.data.medmnist import load_medmnist
+
+        return load_medmnist(cfg)
+    known = ", ".join((*SYNTHETIC_NAMES, *SHORT_NAMES, "nifti:PATH", "dicom:PATH"))
+    raise UserError(f"unknown dataset '{name}' (known: {known})")

@@ -13,28 +13,20 @@ reproducible and resumable.
 from __future__ import annotations
 
 import torch
+from scipy.spatial.transform import Rotation
 
 from volrot.errors import UserError
 from volrot.so3.sampling import octahedral
-from volrot.so3.volume import rotate_exact
+from volrot.so3.volume import rotate_exact, rotate_trilinear_each
 
 AUGMENTATIONS = ("none", "so3", "octahedral")
 
 
-def random_rotation_matrices(n: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """(n, 3, 3) Haar-uniform rotations from normalised Gaussian quaternions (torch RNG)."""
-    q = torch.randn(n, 4)
-    q = q / q.norm(dim=1, keepdim=True)
-    w, x, y, z = q.unbind(1)
-    m = torch.stack(
-        [
-            1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w),
-            2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w),
-            2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y),
-        ],
-        dim=1,
-    ).reshape(n, 3, 3)
-    return m.to(device)
+def random_rotation_matrices(n: int) -> torch.Tensor:
+    """(n, 3, 3) Haar-uniform rotations: normalised Gaussian quaternions drawn from torch's
+    generator (so the trainer's per-epoch seeding governs them), converted by scipy."""
+    q = torch.randn(n, 4, dtype=torch.float64)
+    return torch.from_numpy(Rotation.from_quat(q.numpy()).as_matrix()).float()
 
 
 def check_augment(name: str) -> str:
@@ -52,7 +44,5 @@ def augment_batch(x: torch.Tensor, name: str) -> torch.Tensor:
         picks = torch.randint(len(group), (x.shape[0],)).tolist()
         return torch.stack([rotate_exact(v, group[k]) for v, k in zip(x, picks)])
     if name == "so3":
-        from volrot.so3.volume import rotate
-
-        return rotate(x, random_rotation_matrices(x.shape[0]).to(x.device, x.dtype))
+        return rotate_trilinear_each(x, random_rotation_matrices(x.shape[0]))
     raise UserError(f"unknown augmentation '{name}'")
