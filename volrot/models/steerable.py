@@ -16,8 +16,8 @@ Conventions (the same as the rest of volrot):
   The y-up choice only fixes *which* orthonormal basis of each degree-l space is used, and
   `wigner_3j` / `D_from_matrix` use that same basis. We therefore feed the kernel lattice
   offsets in (x, y, z) = (D, H, W) order straight into `o3.spherical_harmonics`
-  (`tests/test_steerable.py::test_e3nn_frame_matches_volrot_axes` checks this on the 24 grid
-  rotations).
+  (`tests/test_steerable.py::test_e3nn_frame_matches_volrot_axes` checks this on all 48 grid
+  elements, reflections included).
 
 Kernel basis (the paper's complete solution of κ(R u) = D_out(R) κ(u) D_in(R)ᵀ):
 for an output field of degree lo and an input field of degree li,
