@@ -146,7 +146,7 @@ class SteerableConv3d(nn.Module):
         for n, (i, j) in enumerate(self.pairs):
             (mul_o, ir_o), (mul_i, _) = self.irreps_out[i], self.irreps_in[j]
             basis = pair_basis[(i, j)]
-            self.register_buffer(f"basis_{n}", basis.to(torch.get_default_dtype()), persistent=False)
+            self.register_buffer(f"basis_{n}", basis.to(torch.get_default_dtype()).clone(), persistent=False)
             std = math.sqrt(ir_o.dim / fan_in[i])
             self.weights.append(nn.Parameter(torch.randn(mul_o, mul_i, basis.shape[0]) * std))
 
