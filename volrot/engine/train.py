@@ -135,12 +135,19 @@ def _new_run_dir(recipe: Recipe, bundle: DataBundle) -> Path:
 
 
 class _Progress:
-    """Rich progress bar over the batches of an epoch (rank 0 only)."""
+    """Rich progress bar over the batches of an epoch (rank 0 only).
+
+    On a terminal the bar updates live; otherwise (logs, CI) one line is printed per epoch.
+    """
 
     def __init__(self, enabled: bool, console=None):
+        from rich.console import Console
+
         self.enabled = enabled
+        self.console = console or Console()
         self.bar = None
-        if enabled:
+        self.lines: dict[int, dict] = {}
+        if enabled and self.console.is_terminal:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             self.bar = Progress(
@@ -150,7 +157,7 @@ class _Progress:
                 TextColumn("loss {task.fields[loss]:.4f}"),
                 TimeElapsedColumn(),
                 TextColumn("{task.fields[status]}"),
-                console=console,
+                console=self.console,
                 transient=False,
             )
 
@@ -164,13 +171,24 @@ class _Progress:
             self.bar.__exit__(*exc)
 
     def add(self, epoch: str, total: int):
-        if self.bar is None:
+        if not self.enabled:
             return None
+        if self.bar is None:
+            key = len(self.lines)
+            self.lines[key] = {"epoch": epoch, "loss": float("nan")}
+            return key
         return self.bar.add_task("train", total=total, epoch=epoch, loss=float("nan"), status="")
 
     def update(self, task, **kw):
-        if self.bar is not None and task is not None:
+        if task is None:
+            return
+        if self.bar is not None:
             self.bar.update(task, **kw)
+            return
+        line = self.lines[task]
+        line.update({k: v for k, v in kw.items() if k in ("loss", "status")})
+        if "status" in kw:  # the epoch is over
+            self.console.print(f"epoch {line['epoch']}  loss {line['loss']:.4f}  {line['status']}", highlight=False)
 
 
 def train(
