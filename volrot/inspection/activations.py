@@ -26,10 +26,29 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from volrot.so3.wigner import degree_of_coefficient, wigner_blocks
+from volrot.so3.wigner import degree_of_coefficient, n_coeffs, wigner_blocks
 
 #: μ/σ pairs kept per layer for the distribution (a seeded random subset of all functions)
 MOMENT_SUBSET = 20000
+
+
+class SamplingRows:
+    """Wigner sampling rows D^l(Q_k)_ba of fixed rotations, computed once for the highest degree
+    asked and sliced for lower ones (the flat coefficient axis is ordered by degree)."""
+
+    def __init__(self, rotations):
+        self.rotations = torch.as_tensor(np.asarray(rotations), dtype=torch.float64)
+        self._rows, self._lmax = None, -1
+
+    def __call__(self, lmax: int) -> torch.Tensor:
+        """(K, N_lmax) float64: f(Q_k) = rows @ coefficients."""
+        if lmax > self._lmax:
+            self._rows, self._lmax = wigner_blocks(lmax, self.rotations), lmax
+        return self._rows[:, : n_coeffs(lmax)]
+
+
+def _rows(rotations) -> SamplingRows:
+    return rotations if isinstance(rotations, SamplingRows) else SamplingRows(rotations)
 
 
 def _pick(total: int, k: int, gen: torch.Generator) -> torch.Tensor:
@@ -73,11 +92,12 @@ class LocalActivationSamples:
     polynomial_values: np.ndarray = None
 
     def finish(self, rotations) -> None:
-        R = torch.as_tensor(np.asarray(rotations), dtype=torch.float64)
-        self.rotations = R.numpy()
-        vin = self.input_coeffs @ wigner_blocks(self.lmax, R).T
+        """Evaluate at `rotations` ((K, 3, 3) or a shared `SamplingRows`)."""
+        rows = _rows(rotations)
+        self.rotations = rows.rotations.numpy()
+        vin = self.input_coeffs @ rows(self.lmax).T
         self.input_values = vin.numpy()
-        self.output_values = (self.output_coeffs @ wigner_blocks(self.keep, R).T).numpy()
+        self.output_values = (self.output_coeffs @ rows(self.keep).T).numpy()
         n = self.n[:, None]
         c0, c1, c2 = (self.c[:, i : i + 1] for i in range(3))
         self.polynomial_values = (n * c0 + c1 * vin + (c2 / n) * vin * vin).numpy()
@@ -223,9 +243,8 @@ class SoftMaxProbe:
         self._values.append(s.reshape(-1)[idx].double())
 
     def collect(self, rotations) -> SoftMaxSamples:
-        R = torch.as_tensor(np.asarray(rotations), dtype=torch.float64)
         coeffs = torch.cat(self._coeffs)
-        values = coeffs @ wigner_blocks(self.lmax, R).T
+        values = coeffs @ _rows(rotations)(self.lmax).T
         w = 1.0 / (2 * degree_of_coefficient(self.lmax).double() + 1)
         sigma = (coeffs[:, 1:] ** 2 * w[1:]).sum(1).sqrt()
         ratio = coeffs[:, 0] / (3 * sigma).clamp_min(1e-12)

@@ -94,6 +94,7 @@ class LayerEquivariance:
     name: str
     module_type: str
     fiber: str
+    law: str
     exact_law: bool
     shape: list
     rel_error: float
@@ -157,7 +158,7 @@ def measure_equivariance(
             rel, rel_max = relative_error(b, expected)
             inv_rel, _ = relative_error(fiber.invariant(b), rotate_exact(fiber.invariant(a), g))
             results[name] = LayerEquivariance(
-                name, type(module).__name__, fiber.describe(), fiber.exact, list(out.shape[1:]),
+                name, type(module).__name__, fiber.kind, fiber.describe(), fiber.exact, list(out.shape[1:]),
                 rel, rel_max, inv_rel, counter[0],
             )  # fmt: skip
             counter[0] += 1

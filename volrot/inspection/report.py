@@ -27,7 +27,7 @@ checkpoint and its recorded data (like `volrot eval-rotated`), inspects and writ
 * ``global_gates[]`` (global activations): layer, functions_sampled, gate_mean, gate_p5,
   gate_median, gate_p95, closed_fraction (gate < 0.1).
 * ``equivariance``: rotation {matrix, angle_deg, label}, logits_rel_error, layers[] = {name,
-  module_type, fiber (the transformation law used), exact_law (False: plain CNN, spatial law
+  module_type, fiber (so3 | regular | irreps | spatial), law (the transformation law in words), exact_law (False: plain CNN, spatial law
   assumed), shape (without batch), rel_error, max_rel_error, invariant_rel_error, order}
   (`volrot.inspection.equivariance`).
 * ``files``: figure name -> file name.
@@ -139,11 +139,16 @@ def inspect_model(
             h.remove()
         model.train(was_training)
     report = InspectReport(meta={"rotations": rotation_info, "functions": functions, "seed": seed, "layer": layer})
+    from volrot.inspection.activations import SamplingRows
+
+    rows = SamplingRows(rotations)
+    top = max((p.samples.keep if k == "local" else p.lmax for k, p in probes if k != "global"), default=0)
+    rows(top)  # one Wigner evaluation for every layer
     for kind, p in probes:
         if kind == "local":
-            report.local.append(p.collect(rotations))
+            report.local.append(p.collect(rows))
         elif kind == "softmax":
-            report.softmax.append(p.collect(rotations))
+            report.softmax.append(p.collect(rows))
         else:
             report.gates.append(p.collect())
     report.equivariance = measure_equivariance(model, volumes[:1].to(device))
@@ -290,13 +295,16 @@ def print_report(report: InspectReport, console) -> None:
     e = d["equivariance"]
     if e:
         t = Table(title=f"feature equivariance, g = +90° about z (logits rel. error {e['logits_rel_error']:.2e})")
-        for col in ("layer", "type", "shape", "law", "rel. error", "max rel.", "invariant maps"):
-            t.add_column(col, justify="right" if "rel" in col or col == "invariant maps" else "left")
+        for col in ("layer", "type", "shape", "fiber", "rel. error", "max rel.", "invariant"):
+            t.add_column(col, justify="right" if "rel" in col or col == "invariant" else "left")
         for r in e["layers"]:
             t.add_row(
-                r["name"], r["module_type"], "×".join(map(str, r["shape"])), r["fiber"],
+                r["name"], r["module_type"], "×".join(map(str, r["shape"])), r["fiber"] + ("" if r["exact_law"] else "*"),
                 f"{r['rel_error']:.2e}", f"{r['max_rel_error']:.2e}", f"{r['invariant_rel_error']:.2e}",
             )  # fmt: skip
         console.print(t)
+        laws = {r["fiber"]: r["law"] for r in e["layers"]}
+        console.print("fiber laws (* = assumed, not a symmetry of the arch): " + "; ".join(f"{k} = {v}" for k, v in laws.items()), highlight=False)
+        console.print("invariant = error of the invariant-pooled maps (fiber RMS / group max / irrep norms), spatial rotation only", highlight=False)
     if not d["local_activations"] and not d["softmax"]:
         console.print("no SO(3) activations in this model (EquiLoPO only): equivariance and montage only")
