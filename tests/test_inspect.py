@@ -189,3 +189,21 @@ def test_fiber_laws_are_the_ones_that_hold():
         out = seen[name][1]
         spatial_only = Fiber("spatial").transform(out[:1], g)
         assert (out[1:] - spatial_only).norm() / out[1:].norm() > 0.05, arch
+
+
+def test_global_activation_model_reports_gates_and_softmax_panels(tmp_path):
+    from volrot.inspection import inspect_model, write_report
+    from volrot.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("equilopo", num_classes=2, blocks=1, channels=1, activation="global")
+    report = inspect_model(model, torch.rand(2, 1, 12, 12, 12), layer="act0", functions=30, rotations=haar(16).matrices)
+    assert [g.name for g in report.gates] == ["act0.op"]
+    assert ((report.gates[0].gates > 0) & (report.gates[0].gates < 1)).all()  # sigmoid gates
+    assert [s.name for s in report.softmax] == ["act0.op.softmax"]  # the SoftMax inside the gate
+    assert [s.name for s in report.local] == ["act0.op.softmax.activation"]
+    assert max(layer.rel_error for layer in report.equivariance.layers) < 1e-4
+    paths = write_report(report, tmp_path)
+    d = json.loads(paths["inspect.json"].read_text())
+    assert {"layer", "gate_mean", "gate_p5", "gate_median", "gate_p95", "closed_fraction"} <= set(d["global_gates"][0])
+    assert paths["softmax act0.op.softmax"].is_file()
