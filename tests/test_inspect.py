@@ -171,11 +171,10 @@ def test_plain_resnet3d_gets_montage_and_spatial_error(tmp_path_factory, tmp_pat
 def test_fiber_laws_are_the_ones_that_hold():
     """gcnn (regular: permuted group axis) and EquiLoPO (Wigner on coefficient columns) features
     are equivariant only with their own law; spatial rotation alone leaves an O(1) error."""
-    from volrot.inspection.equivariance import feature_layers, measure_equivariance
+    from volrot.inspection.equivariance import feature_layers, measure_equivariance, z90
     from volrot.inspection.fibers import Fiber
     from volrot.models import create_model
     from volrot.so3.volume import rotate_exact
-    from volrot.inspection.equivariance import z90
 
     torch.manual_seed(0)
     x = torch.rand(1, 1, 12, 12, 12)
