@@ -169,7 +169,8 @@ def test_plain_resnet3d_gets_montage_and_spatial_error(tmp_path_factory, tmp_pat
 
 
 def test_fiber_laws_are_the_ones_that_hold():
-    """gcnn (regular: permuted group axis) and EquiLoPO (Wigner on coefficient columns) features
+    """gcnn (regular: permuted group axis), EquiLoPO (Wigner on coefficient columns) and steerable
+    (irreps: D_rho) features
     are equivariant only with their own law; spatial rotation alone leaves an O(1) error."""
     from volrot.inspection.equivariance import feature_layers, measure_equivariance, z90
     from volrot.inspection.fibers import Fiber
@@ -179,7 +180,8 @@ def test_fiber_laws_are_the_ones_that_hold():
     torch.manual_seed(0)
     x = torch.rand(1, 1, 12, 12, 12)
     g = z90()
-    for arch, opts in (("gcnn", {"width": 4, "group": "D4"}), ("equilopo", {"blocks": 1, "channels": 1})):
+    cases = (("gcnn", {"width": 4, "group": "D4"}), ("equilopo", {"blocks": 1, "channels": 1}), ("steerable", {"width": 2, "lmax": 1}))
+    for arch, opts in cases:
         model = create_model(arch, num_classes=2, **opts).eval()
         r = measure_equivariance(model, x)
         assert max(layer.rel_error for layer in r.layers) < 1e-5, arch
@@ -187,7 +189,8 @@ def test_fiber_laws_are_the_ones_that_hold():
         seen = _capture(model, torch.cat([x, rotate_exact(x, g)]), {name})
         out = seen[name][1]
         spatial_only = Fiber("spatial").transform(out[:1], g)
-        assert (out[1:] - spatial_only).norm() / out[1:].norm() > 0.05, arch
+        # scalar channels rotate spatially only, so the gap is smallest for steerable (~3e-2)
+        assert (out[1:] - spatial_only).norm() / out[1:].norm() > 1e-2, arch
 
 
 def test_global_activation_model_reports_gates_and_softmax_panels(tmp_path):
