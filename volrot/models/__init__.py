@@ -11,6 +11,7 @@ from volrot.models.registry import (
 
 # Built-in architectures: importing a module registers it.
 from volrot.models import resnet3d  # noqa: E402,F401
+from volrot.models import equilopo  # noqa: E402,F401
 from volrot.models import gcnn  # noqa: E402,F401
 from volrot.models import gmr  # noqa: E402,F401
 

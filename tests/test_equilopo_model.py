@@ -1,0 +1,186 @@
+"""EquiLoPO network: invariance of the logits under the 24 grid rotations, parameter counts,
+options. Tiny configs (2 channels, lmax 1, 7³–9³ volumes)."""
+
+import pytest
+import torch
+
+from volrot.errors import UserError
+from volrot.models import create_model, get_entry
+from volrot.models.equilopo import live_parameter_count, paper_parameter_count
+from volrot.so3.sampling import octahedral
+from volrot.so3.volume import rotate_exact
+
+GRID = octahedral()
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def max_invariance_error(model, x):
+    """max over the 24 grid rotations of max|Δlogit| / max|logit| (one forward per rotation,
+    so in train mode each rotated batch uses its own batch statistics)."""
+    with torch.no_grad():
+        ref = model(x)
+        errs = [float((model(rotate_exact(x, g)) - ref).abs().max() / ref.abs().max()) for g in GRID]
+    return max(errs)
+
+
+VARIANTS = [
+    dict(blocks=1, activation="local", coefficients="adaptive"),
+    dict(blocks=2, activation="local", coefficients="constant"),
+    dict(blocks=8, activation="local", coefficients="trainable"),
+    dict(blocks=1, activation="global", coefficients="trainable"),
+    dict(blocks=2, activation="global", coefficients="adaptive"),
+    dict(blocks=8, activation="global", coefficients="constant"),
+]
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: f"{v['blocks']}-{v['activation']}-{v['coefficients']}")
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_logits_invariant_under_24_grid_rotations(variant, mode):
+    torch.manual_seed(0)
+    model = create_model("equilopo", num_classes=3, channels=2, lmax=1, **variant)
+    model.train(mode == "train")
+    x = torch.randn(2, 1, 9, 9, 9)
+    if mode == "eval":  # give BN non-trivial running statistics first
+        model.train()
+        with torch.no_grad():
+            model(torch.randn(2, 1, 9, 9, 9) * 2 + 0.5)
+        model.eval()
+    err = max_invariance_error(model, x)
+    assert err <= 1e-4, f"relative logit error {err:.2e} under grid rotations"
+
+
+def test_odd_and_even_sizes_keep_invariance():
+    # 8 blocks downsample three times: 10 -> 5 -> 3 -> 2 and 7 -> 4 -> 2 -> 1
+    torch.manual_seed(1)
+    model = create_model("equilopo", num_classes=2, channels=1, blocks=8).eval()
+    for size in (10, 7):
+        assert max_invariance_error(model, torch.randn(1, 1, size, size, size)) <= 1e-4
+
+
+def test_registered_with_options():
+    entry = get_entry("equilopo")
+    assert entry.symmetry == "so3"
+    assert set(entry.defaults) == {"blocks", "activation", "channels", "lmax", "filter_lmax", "coefficients", "dropout"}
+    model = create_model("equilopo", num_classes=2, channels=1, blocks=1)
+    assert model(torch.randn(2, 1, 5, 5, 5)).shape == (2, 2)
+
+
+@pytest.mark.parametrize(
+    "opts",
+    [dict(blocks=3), dict(activation="relu"), dict(coefficients="learned"), dict(channels=0), dict(lmax=-1), dict(dropout=1.0)],
+)
+def test_bad_options_are_user_errors(opts):
+    with pytest.raises(UserError):
+        create_model("equilopo", num_classes=2, **opts)
+
+
+# research/equilopo.md §2.2: the authors' counts (trainable coefficients; 417,898 is their
+# code's count for adaptive/constant coefficients, which have no θ).
+PAPER_COUNTS = [
+    (dict(blocks=8, activation="local", coefficients="adaptive"), 2, 417_898),
+    (dict(blocks=8, activation="local", coefficients="trainable"), 2, 417_955),
+    (dict(blocks=8, activation="local", coefficients="trainable"), 11, 418_000),
+    (dict(blocks=2, activation="local", coefficients="trainable"), 2, 175_903),
+    (dict(blocks=1, activation="local", coefficients="trainable"), 2, 135_561),
+    (dict(blocks=8, activation="global", coefficients="trainable"), 2, 113_035),
+    (dict(blocks=2, activation="global", coefficients="trainable"), 2, 43_543),
+    (dict(blocks=1, activation="global", coefficients="trainable"), 2, 31_961),
+]
+
+
+@pytest.mark.parametrize("opts,classes,expected", PAPER_COUNTS)
+def test_paper_parameter_counts(opts, classes, expected):
+    model = create_model("equilopo", num_classes=classes, channels=4, lmax=1, filter_lmax=2, **opts)
+    assert paper_parameter_count(model) == expected
+    live = live_parameter_count(model)
+    assert live == sum(p.numel() for p in model.parameters())
+    assert live < expected / 3  # most of the authors' conv weights never get a gradient
+
+
+def test_live_count_of_flagship():
+    model = create_model("equilopo", num_classes=2)
+    assert live_parameter_count(model) == 60_298
+
+
+def test_every_allocated_weight_gets_a_gradient():
+    torch.manual_seed(2)
+    model = create_model("equilopo", num_classes=2, channels=2, blocks=1, coefficients="trainable")
+    model.train()
+    loss = model(torch.randn(2, 1, 6, 6, 6)).logsumexp(-1).sum()
+    loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+# Table K1, "Local adaptive activation": (lr, dropout)
+K1_LOCAL_ADAPTIVE = {
+    "organ": (0.01, 0.01),
+    "nodule": (0.0005, 0.01),
+    "fracture": (0.0005, 0.0),
+    "adrenal": (0.0005, 0.01),
+    "vessel": (0.005, 0.01),
+    "synapse": (0.01, 0.01),
+}
+
+
+@pytest.mark.parametrize("dataset", sorted(K1_LOCAL_ADAPTIVE))
+def test_paper_recipes(dataset):
+    from volrot.config import find_recipe, load_recipe_file, recipe_from_dict, validate_model_options
+
+    path = find_recipe("equilopo", dataset)
+    assert path is not None, f"recipes/equilopo_{dataset}.yaml missing"
+    recipe = recipe_from_dict(load_recipe_file(path), str(path))
+    validate_model_options(recipe)
+    lr, dropout = K1_LOCAL_ADAPTIVE[dataset]
+    assert (recipe.optim.name, recipe.optim.lr, recipe.optim.milestones) == ("adam", lr, [0.5, 0.75])
+    assert (recipe.train.epochs, recipe.train.batch_size, recipe.data.name) == (100, 16, dataset)
+    opts = recipe.model.options
+    assert (opts["blocks"], opts["channels"], opts["lmax"], opts["dropout"]) == (8, 4, 1, dropout)
+
+
+def test_exportable_in_inference():
+    # without autograd the activation uses plain tensor ops, so torch.export sees no custom Function
+    torch.manual_seed(3)
+    model = create_model("equilopo", num_classes=2, channels=1, blocks=1).eval()
+    x = torch.randn(1, 1, 6, 6, 6)
+    with torch.no_grad():
+        expected = model(x)
+    program = torch.export.export(model, (x,))
+    with torch.no_grad():
+        assert torch.allclose(program.module()(x), expected, atol=1e-6)
+        # constant regions give identically zero SO(3) functions: normalisers must not divide 0/0
+        zeros = torch.zeros(1, 1, 6, 6, 6)
+        assert torch.isfinite(model(zeros)).all() and torch.isfinite(program.module()(zeros)).all()
+
+
+@pytest.mark.parametrize("activation", ["local", "global"])
+def test_gradients_finite_with_zero_functions(activation):
+    # exact zero SO(3) functions (dropout, empty background) must not give NaN gradients
+    torch.manual_seed(4)
+    model = create_model("equilopo", num_classes=2, channels=2, blocks=1, activation=activation, dropout=0.3).train()
+    x = torch.zeros(2, 1, 8, 8, 8)
+    x[:, :, 3:5, 2:6, 3:6] = 1.0
+    model(x).logsumexp(-1).sum().backward()
+    for name, p in model.named_parameters():
+        assert torch.isfinite(p.grad).all(), name
+
+
+def test_runs_under_bf16_autocast_with_fp32_activations():
+    # polynomials, normalisers and BN statistics stay in float32 under autocast
+    torch.manual_seed(5)
+    model = create_model("equilopo", num_classes=2, channels=2, blocks=1, coefficients="trainable").train()
+    x = torch.randn(2, 1, 6, 6, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = model(x)
+    y.float().sum().backward()
+    assert torch.isfinite(y).all()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+    with torch.no_grad():
+        assert (model(x) - y.float()).abs().max() < 0.05 * y.float().abs().max() + 1e-3

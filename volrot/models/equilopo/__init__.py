@@ -1,0 +1,77 @@
+"""EquiLoPO: SE(3)-equivariant ResNets with local polynomial activations on SO(3).
+
+Zhemchuzhnikov & Grudinin, "On the Fourier analysis in the SO(3) space: the EquiLoPO
+Network", ICLR 2025. Math, conventions and the authors' configuration:
+research/equilopo.md. Registered as ``equilopo`` (symmetry ``so3``).
+"""
+
+from __future__ import annotations
+
+from volrot.errors import UserError
+from volrot.models.equilopo.activation import COEFFICIENT_TYPES, GlobalActivation, LocalActivation, SO3SoftMax
+from volrot.models.equilopo.conv import SO3Conv
+from volrot.models.equilopo.layers import SE3BatchNorm, SE3Dropout, SymmetricAvgPool
+from volrot.models.equilopo.network import STAGES, EquiLoPONet, live_parameter_count, paper_parameter_count
+from volrot.models.registry import register_model
+
+__all__ = [
+    "EquiLoPONet",
+    "GlobalActivation",
+    "LocalActivation",
+    "SE3BatchNorm",
+    "SE3Dropout",
+    "SO3Conv",
+    "SO3SoftMax",
+    "SymmetricAvgPool",
+    "equilopo",
+    "live_parameter_count",
+    "paper_parameter_count",
+]
+
+
+@register_model(
+    "equilopo",
+    description="EquiLoPO ResNet: SO(3)-Fourier group convs, local polynomial ReLU on SO(3), invariant logits",
+    symmetry="so3",
+)
+def equilopo(
+    *,
+    num_classes: int,
+    in_channels: int = 1,
+    blocks: int = 8,
+    activation: str = "local",
+    channels: int = 4,
+    lmax: int = 1,
+    filter_lmax: int = 2,
+    coefficients: str = "adaptive",
+    dropout: float = 0.0,
+) -> EquiLoPONet:
+    """Options: `blocks` 8 | 2 | 1 (ResNet-18 layout, the paper's 2- and 1-block models);
+    `activation` local | global; `channels` (4 in the paper); `lmax` = degree L of the conv
+    outputs (the authors' `order` − 1; local activations raise it to 2L); `filter_lmax` = spatial
+    SH degree of the filters (2; 3 spans the whole 3³ kernel); `coefficients` adaptive | constant |
+    trainable; `dropout` = probability of dropping a whole SO(3) function."""
+    if blocks not in STAGES:
+        raise UserError(f"model.blocks must be one of {sorted(STAGES)}, got {blocks!r}")
+    if activation not in ("local", "global"):
+        raise UserError(f"model.activation must be 'local' or 'global', got {activation!r}")
+    if coefficients not in COEFFICIENT_TYPES:
+        raise UserError(f"model.coefficients must be one of {', '.join(COEFFICIENT_TYPES)}, got {coefficients!r}")
+    for key, value, low in (("channels", channels, 1), ("lmax", lmax, 0), ("filter_lmax", filter_lmax, 0)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise UserError(f"model.{key} must be an integer >= {low}, got {value!r}")
+    if lmax > 3:
+        raise UserError(f"model.lmax must be <= 3 (local activations reach degree 2·lmax), got {lmax}")
+    if not isinstance(dropout, (int, float)) or not 0.0 <= float(dropout) < 1.0:
+        raise UserError(f"model.dropout must be in [0, 1), got {dropout!r}")
+    return EquiLoPONet(
+        num_classes,
+        in_channels,
+        blocks=blocks,
+        activation=activation,
+        channels=channels,
+        lmax=lmax,
+        filter_lmax=filter_lmax,
+        coefficients=coefficients,
+        dropout=float(dropout),
+    )
