@@ -8,7 +8,7 @@ measures. Writes `benchmarks/results/<arch>_<hardware>_b<batch>_s<size>[...].jso
 `--out` says otherwise (`--out -` prints only).
 
     # CPU, the 1-block EquiLoPO at batch 4, 28³ (several minutes on a 2-core machine)
-    python benchmarks/bench.py equilopo --set blocks=1 --batch 4 --size 28 --repeats 3 --threads 2
+    python benchmarks/bench.py equilopo --set blocks=1 --batch 4 --size 28 --repeats 3 --threads 1
     # the paper configuration on a GPU, inference batch 32 and training batch 16
     python benchmarks/bench.py equilopo --device cuda --batch 32 --size 28 --repeats 20 --warmup 5
     # render the README table from every result file
@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--amp", action="store_true", help="bf16 autocast (the invariance error is measured in it)")
     p.add_argument("--reference-width", type=int, default=None, help="resnet3d width (default: recipe width 64)")
     p.add_argument("--invariance-samples", type=int, default=2, help="volumes for the 24-rotation check (0: skip)")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch.set_num_threads (on a loaded shared CPU, 1 avoids OpenMP stalls)")
     p.add_argument("--tf32", action="store_true", help="allow TF32 matmul/cuDNN on CUDA (off by default)")
     p.add_argument("--out", default=None, help="JSON path; default benchmarks/results/<name>.json; '-' prints only")
     return p
@@ -80,8 +81,10 @@ def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.backends.cuda.matmul.allow_tf32 = args.tf32
-    torch.backends.cudnn.allow_tf32 = args.tf32
+    if args.device.startswith("cuda"):
+        # fp32 means fp32: cuDNN's TF32 default would change the precision of every conv
+        torch.backends.cuda.matmul.allow_tf32 = args.tf32
+        torch.backends.cudnn.allow_tf32 = args.tf32
     options = {} if args.recipe_dataset == "none" else recipe_model_options(args.arch, args.recipe_dataset)
     options.update(parse_sets(args.sets))
     common = dict(device=args.device, size=args.size, repeats=args.repeats, warmup=args.warmup, amp=args.amp,

@@ -38,7 +38,7 @@ def tiny_report(tmp_path_factory):
     bench.main([
         "equilopo", "--set", "blocks=1", "--set", "channels=2", "--batch", "2", "--size", "8",
         "--repeats", "1", "--warmup", "0", "--reference-width", "4", "--invariance-samples", "1",
-        "--threads", "2", "--out", str(out),
+        "--out", str(out),
     ])
     return out, json.loads(out.read_text())
 
@@ -58,7 +58,7 @@ def test_tiny_run_writes_complete_json(tiny_report):
     path, r = tiny_report
     assert r["schema"] == SCHEMA and r["batch"] == 2 and r["size"] == 8 and r["precision"] == "fp32"
     assert r["input_shape"] == [2, 1, 8, 8, 8]
-    assert r["device"]["type"] == "cpu" and r["device"]["cpu"] and r["device"]["torch_threads"] == 2
+    assert r["device"]["type"] == "cpu" and r["device"]["cpu"] and r["device"]["torch_threads"] == torch.get_num_threads()
     _check_measured(r["model"], "equilopo")
     _check_measured(r["reference"], "resnet3d")
     assert r["model"]["config"]["blocks"] == 1 and r["model"]["config"]["channels"] == 2
@@ -101,3 +101,12 @@ def test_time_calls_warms_up_then_times():
 def test_peak_memory_sees_an_allocation():
     mem = peak_memory(lambda: torch.ones(4 * 2**20, dtype=torch.uint8).sum())
     assert mem["peak_bytes"] >= 4 * 2**20 * 0.9, mem
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA message")
+def test_cuda_without_a_gpu_is_a_user_error():
+    from volrot.benchmark import run_benchmark
+    from volrot.errors import UserError
+
+    with pytest.raises(UserError, match="no CUDA device"):
+        run_benchmark("resnet3d", {"width": 2}, device="cuda", batch=1, size=8)

@@ -422,7 +422,12 @@ def render_table(reports: list[dict[str, Any]]) -> str:
     head = ("| hardware | model | precision | batch, size | params | inference / batch | train / step "
             "| peak mem infer / train | GFLOP fwd / sample | ratio to resnet3d (infer / train) | invariance err |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    rows = []
     for r in reports:
+        rows.append(r)
+        if "train_batch_run" in r:  # the same arch measured again at the training batch
+            rows.append(r["train_batch_run"])
+    for r in rows:
         m, ref, q = r["model"], r["reference"], r["ratio_to_reference"]
         dev = r["device"]
         hw = dev.get("gpu") if dev["type"] == "cuda" else f"{dev['cpu']}, {dev['torch_threads']} thr"
