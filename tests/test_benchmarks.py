@@ -89,7 +89,8 @@ def test_table_renders_from_result_files(tiny_report, tmp_path):
     reports = load_reports([path, tmp_path / "other.json"])
     assert len(reports) == 1
     table = render_table(reports).splitlines()
-    assert len(table) == 3 and table[0].startswith("| hardware") and "equilopo 1 blk" in table[2]
+    assert len(table) == 4 and table[0].startswith("| hardware")
+    assert "equilopo 1 blk" in table[2] and "resnet3d width 4 (reference)" in table[3]
 
 
 def test_time_calls_warms_up_then_times():

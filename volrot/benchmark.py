@@ -22,7 +22,9 @@ What each figure measures:
   convolutions and matrix products (einsum/bmm/mm) only; elementwise work is not counted.
 - **invariance error**: for an arch registered with a symmetry, max over the 24 exact grid
   rotations (`octahedral()` + `rotate_exact`) of `max|f(g x) − f(x)| / max|f(x)|` on the
-  logits, in eval mode and in the precision of the run (bf16 autocast with `amp=True`).
+  logits, in eval mode and in the precision of the run (bf16 autocast with `amp=True`). bf16
+  logits have a relative resolution of 2⁻⁸ ≈ 4e-3, so under autocast the figure is either 0
+  (the rotated logits round to the same bf16 numbers) or at least about 4e-3.
 
 This module imports only `torch` and the standard library at the top, so a script timing an
 older source tree of volrot can load it by file path (see `benchmarks/bench_equilopo_cpu.py`).
@@ -288,13 +290,17 @@ def device_info(device: torch.device | str) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "python": platform.python_version(),
-        "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         info.update(gpu=props.name, gpu_memory_bytes=props.total_memory, cuda=torch.version.cuda,
                     tf32_matmul=torch.backends.cuda.matmul.allow_tf32, tf32_cudnn=torch.backends.cudnn.allow_tf32)
     return info
+
+
+def _load_average() -> float | None:
+    """1-minute load average: the timings are only as quiet as the machine."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
 
 def _cpu_model() -> str:
@@ -359,12 +365,14 @@ def run_benchmark(
     common = dict(device=dev, batch=batch, size=size, num_classes=num_classes, repeats=repeats,
                   warmup=warmup, amp=amp, invariance_samples=invariance_samples)
     started = time.time()
+    load_start = _load_average()
     model = measure_model(arch, dict(options or {}), **common)
     reference = measure_model(REFERENCE_ARCH, reference_options(reference_width), **common)
     return {
         "schema": SCHEMA,
         "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "device": device_info(dev),
+        "load_average_1min": {"start": load_start, "end": _load_average()},
         "precision": "bf16 autocast" if amp else "fp32",
         "batch": batch,
         "size": size,
@@ -417,30 +425,33 @@ def _describe(m: dict[str, Any]) -> str:
     return m["arch"]
 
 
-def render_table(reports: list[dict[str, Any]]) -> str:
-    """A markdown table, one row per report (model and its resnet3d reference side by side)."""
-    head = ("| hardware | model | precision | batch, size | params | inference / batch | train / step "
-            "| peak mem infer / train | GFLOP fwd / sample | ratio to resnet3d (infer / train) | invariance err |")
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    rows = []
-    for r in reports:
-        rows.append(r)
-        if "train_batch_run" in r:  # the same arch measured again at the training batch
-            rows.append(r["train_batch_run"])
-    for r in rows:
-        m, ref, q = r["model"], r["reference"], r["ratio_to_reference"]
-        dev = r["device"]
-        hw = dev.get("gpu") if dev["type"] == "cuda" else f"{dev['cpu']}, {dev['torch_threads']} thr"
-        inv = m.get("invariance_error")
-        lines.append(
-            f"| {hw} | {_describe(m)} (vs {_describe(ref)}) | {r['precision']} | {r['batch']}, {r['size']}³ "
-            f"| {m['parameters']:,} | {_fmt_s(m['inference_s']['median'])} (ref {_fmt_s(ref['inference_s']['median'])}) "
-            f"| {_fmt_s(m['train_step_s']['median'])} (ref {_fmt_s(ref['train_step_s']['median'])}) "
+def _row(r: dict[str, Any], m: dict[str, Any], ratio: dict[str, Any] | None) -> str:
+    dev = r["device"]
+    hw = dev.get("gpu") if dev["type"] == "cuda" else f"{dev['cpu']}, {dev['torch_threads']} thread(s)"
+    inv = m.get("invariance_error")
+    times = []
+    for key in ("inference_s", "train_step_s"):
+        t = m[key]
+        cell = f"{_fmt_s(t['median'])} ({_fmt_s(t['min'])}–{_fmt_s(t['max'])})"
+        times.append(cell + (f", {ratio[key]:.2f}×" if ratio else ""))
+    return (f"| {hw} | {_describe(m)}{'' if ratio else ' (reference)'} | {r['precision']} | {r['batch']}, {r['size']}³ "
+            f"| {m['parameters']:,} | {m['flops_forward_per_sample'] / 1e9:.2f} | {times[0]} | {times[1]} "
             f"| {_fmt_bytes(m['inference_memory']['peak_bytes'])} / {_fmt_bytes(m['train_memory']['peak_bytes'])} "
-            f"| {m['flops_forward_per_sample'] / 1e9:.2f} (ref {ref['flops_forward_per_sample'] / 1e9:.2f}) "
-            f"| {q['inference_s']:.2f}× / {q['train_step_s']:.2f}× "
-            f"| {'–' if inv is None else f'{inv:.1e}'} |"
-        )
+            f"| {'–' if inv is None else f'{inv:.1e}'} |")
+
+
+def render_table(reports: list[dict[str, Any]]) -> str:
+    """A markdown table: per report, the model's row (times with their ratio to the reference)
+    and then its resnet3d reference's row, measured in the same process."""
+    head = ("| hardware | model | precision | batch, size | params | GFLOP fwd / sample "
+            "| inference / batch: median (min–max), × resnet3d | train / step: median (min–max), × resnet3d "
+            "| peak memory infer / train | invariance error |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for report in reports:
+        runs = [report] + ([report["train_batch_run"]] if "train_batch_run" in report else [])
+        for r in runs:  # train_batch_run: the same arch measured again at the training batch
+            lines.append(_row(r, r["model"], r["ratio_to_reference"]))
+            lines.append(_row(r, r["reference"], None))
     return "\n".join(lines)
 
 
