@@ -111,3 +111,12 @@ def test_cuda_without_a_gpu_is_a_user_error():
 
     with pytest.raises(UserError, match="no CUDA device"):
         run_benchmark("resnet3d", {"width": 2}, device="cuda", batch=1, size=8)
+
+
+def test_invariance_error_sees_a_model_without_symmetry():
+    from volrot.benchmark import invariance_error
+    from volrot.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("resnet3d", num_classes=2, width=2)
+    assert invariance_error(model, torch.randn(1, 1, 8, 8, 8)) > 1e-3
