@@ -4,8 +4,9 @@ For every arch named on the command line (default: every registered arch that ha
 `recipes/<arch>_<dataset>.yaml`), builds the model with the recipe's
 `model:` options (registry defaults where there is no recipe), then times
 `zero_grad -> forward -> cross-entropy -> backward -> Adam step` on a random batch
-(default batch 4, 28³, 2 classes, 1 input channel) with `volrot.benchmark.time_calls`. Reports the parameter count, the forward
-multiply-adds per sample and the median step time over `--repeats` steps after `--warmup` steps.
+(default batch 4, 28³, 2 classes, 1 input channel) with `volrot.benchmark.time_calls`. Reports
+the parameter count, the forward multiply-adds per sample and the median (min, max) step time
+over `--repeats` steps after `--warmup` steps.
 
     python benchmarks/bench_train_step_cpu.py                    # all archs with an adrenal recipe
     python benchmarks/bench_train_step_cpu.py gcnn gmr --repeats 5
