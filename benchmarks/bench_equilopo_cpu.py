@@ -95,7 +95,7 @@ def run_worker(args, src: Path) -> list[dict]:
             cmd += [f"--{key}", str(value)]
     cmd += ["--blocks", *map(str, args.blocks)]
     env = {**os.environ, "PYTHONPATH": str(src)}
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, encoding="utf-8", env=env).stdout
     return json.loads(out)
 
 
@@ -164,7 +164,7 @@ def main(argv=None) -> None:
     print(json.dumps(summary, indent=2))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,18 @@ import torch
 # Tests run on CPU; keep them deterministic and light on the shared 2-core machine.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+def _find_shared() -> Path:
+    """`shared/` beside the checkout (CI and the main checkout), or $VOLROT_SHARED_DIR."""
+    if os.environ.get("VOLROT_SHARED_DIR"):
+        return Path(os.environ["VOLROT_SHARED_DIR"])
+    for parent in Path(__file__).resolve().parents[1:]:
+        if (parent / "shared" / "data" / "medmnist").is_dir():
+            return parent / "shared"
+    return Path(__file__).resolve().parents[1].parent / "shared"
+
+
+SHARED = _find_shared()
 MEDMNIST_DIR = SHARED / "data" / "medmnist"
 
 

@@ -57,7 +57,7 @@ def test_hidden_files_are_ignored_but_other_files_are_not(tmp_path):
     write_series(tmp_path / "s", n_slices=4)
     (tmp_path / "s" / ".DS_Store").write_bytes(b"\0\1junk")
     assert load_volume(tmp_path / "s").array.shape == (128, 128, 4)
-    (tmp_path / "s" / "notes.txt").write_text("scanned on Tuesday")
+    (tmp_path / "s" / "notes.txt").write_text("scanned on Tuesday", encoding="utf-8")
     with pytest.raises(UserError, match=r"notes\.txt: not a DICOM file in series folder"):
         load_volume(tmp_path / "s")
 
@@ -99,7 +99,7 @@ def test_bad_series_folders(tmp_path, case, message):
         max_voxels = 10_000
     elif case == "no_dicom":
         s.mkdir()
-        (s / "a.txt").write_text("a")
+        (s / "a.txt").write_text("a", encoding="utf-8")
         (s / "b.bin").write_bytes(b"\0" * 300)
     elif case == "a_file":
         write_series(tmp_path / "x", n_slices=2)

@@ -162,7 +162,7 @@ def test_nifti_manifest_trains_through_the_cli_and_records_the_split(tmp_path):
          "--out", str(out), "--name", "n1", "--set", "model.width=2", "-q"],
     )
     assert res.exit_code == 0, res.output
-    data = json.loads((out / "n1" / "data.json").read_text())
+    data = json.loads((out / "n1" / "data.json").read_text(encoding="utf-8"))
     assert data["preprocessing"]["source"] == "volume" and data["input_size"] == [12, 12, 12]
     split = data["info"]["split"]
     assert len(split) == 10 and {r["split"] for r in split} == {"train", "val", "test"}

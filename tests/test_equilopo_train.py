@@ -41,7 +41,7 @@ def test_one_block_equilopo_trains_an_epoch_on_adrenal(tmp_path):
     finally:
         torch.set_num_threads(old)
     assert result.best_checkpoint.is_file()
-    lines = (result.run_dir / "metrics.jsonl").read_text().strip().splitlines()
+    lines = (result.run_dir / "metrics.jsonl").read_text(encoding="utf-8").strip().splitlines()
     assert len(lines) == 1
     assert np.isfinite(json.loads(lines[0])["train_loss"])
     test = result.metrics["test"]

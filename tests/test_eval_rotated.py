@@ -130,7 +130,7 @@ def test_report_fields_and_files(tmp_path):
 
     paths = write_report(rep, tmp_path / "out")
     assert sorted(p.name for p in paths.values()) == sorted(REPORT_FILES)
-    data = json.loads((tmp_path / "out" / "report.json").read_text())
+    data = json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8"))
     assert set(data) == {"meta", "reference", "protocols", "rows"}
     assert data["reference"]["n_samples"] == 16
     again = load_report(tmp_path / "out" / "report.json")

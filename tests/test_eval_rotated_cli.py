@@ -34,7 +34,7 @@ def test_cli_eval_rotated_writes_all_outputs(tiny_checkpoint, tmp_path):
     assert res.exit_code == 0, res.output
     for word in ("unrotated", "octahedral", "axes", "so3-grid", "haar", "control", "report:"):
         assert word in res.output
-    report = json.loads((out / "report.json").read_text())
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     meta = report["meta"]
     assert meta["checkpoint"] == str(tiny_checkpoint) and meta["model"] == "resnet3d"
     assert meta["data"] == "shapes" and meta["split"] == "test" and meta["n_samples"] == 4
@@ -57,7 +57,7 @@ def test_cli_default_out_and_data_override(tiny_checkpoint):
     args = ["eval-rotated", str(tiny_checkpoint), "-p", "octahedral", "--max-samples", "2", "-q"]
     res = runner.invoke(app, args + ["--data", "shapes", "--split", "val", "--mask", "pad"])
     assert res.exit_code == 0, res.output
-    report = json.loads((tiny_checkpoint.parent / "eval-rotated" / "report.json").read_text())
+    report = json.loads((tiny_checkpoint.parent / "eval-rotated" / "report.json").read_text(encoding="utf-8"))
     assert report["meta"]["split"] == "val" and report["meta"]["input_shape"] == [1, 28, 28, 28]
     assert list(report["protocols"]) == ["octahedral", "control"]
 

@@ -69,7 +69,7 @@ def test_folder_with_corrupt_file_gives_complete_output_and_exit_2(exported, tmp
     write_nifti(folder / "good2.nii", ct_volume(3))
     (folder / "broken.nii.gz").write_bytes(b"\x1f\x8b this is not a gzip stream")
     write_dicom_series(folder / "patient7" / "ct", ct_volume(4), uid_suffix="8")
-    (folder / "notes.txt").write_text("not an image")
+    (folder / "notes.txt").write_text("not an image", encoding="utf-8")
     for model in (exported["onnx"], exported["ck"]):
         out = tmp_path / f"preds-{model.suffix[1:]}.csv"
         result = CliRunner().invoke(app, ["predict", str(model), str(folder), "--out", str(out), "--batch-size", "2"])
@@ -102,7 +102,7 @@ def test_onnx_path_runs_without_torch(exported):
         "print(json.dumps([m.predict(p) for p in scans]))\n"
         "assert sys.modules['torch'] is None\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, encoding="utf-8", timeout=120)
     assert proc.returncode == 0, proc.stderr
     results = json.loads(proc.stdout)
     eager = load_model(exported["ck"])
@@ -204,7 +204,7 @@ def test_readme_clinician_script_runs(exported):
     scans = [str(exported["nifti"]), str(exported["dicom"])]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     with_torch = subprocess.run(
-        [sys.executable, str(script), str(exported["ck"]), *scans], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, str(script), str(exported["ck"]), *scans], cwd=ROOT, env=env, capture_output=True, text=True, encoding="utf-8", timeout=120
     )
     assert with_torch.returncode == 0, with_torch.stderr
     no_torch = subprocess.run(
@@ -220,7 +220,7 @@ def test_readme_clinician_script_runs(exported):
         cwd=ROOT,
         env=env,
         capture_output=True,
-        text=True,
+        text=True, encoding="utf-8",
         timeout=120,
     )
     assert no_torch.returncode == 0, no_torch.stderr

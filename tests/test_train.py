@@ -32,7 +32,7 @@ def test_cli_train_smoke_writes_run_folder(tmp_path):
     for f in ("recipe.yaml", "data.json", "metrics.jsonl", "best.safetensors", "last.safetensors", "metrics.json"):
         assert (run / f).is_file(), f
     assert "ACC" in res.output and "AUC" in res.output and "run folder" in res.output
-    recipe = (run / "recipe.yaml").read_text()
+    recipe = (run / "recipe.yaml").read_text(encoding="utf-8")
     assert "width: 2" in recipe and "name: shapes" in recipe
     meta = load_model(run / "best.safetensors").volrot_meta
     assert set(meta["metrics"]) == {"val", "test"}
@@ -44,7 +44,7 @@ def test_resume_reproduces_uninterrupted_run(tiny_recipe, tmp_path):
     full = train(tiny_recipe(train={"epochs": 3, "name": "full", "augment": "octahedral"}), progress=False)
     part = train(tiny_recipe(train={"epochs": 3, "name": "part", "augment": "octahedral"}), progress=False, stop_after_epoch=1)
     assert not part.completed
-    assert len((part.run_dir / "metrics.jsonl").read_text().splitlines()) == 1
+    assert len((part.run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()) == 1
     resumed = train(None, resume=part.run_dir, progress=False)
     a, _ = read_tensors(full.run_dir / "last.safetensors")
     b, _ = read_tensors(resumed.run_dir / "last.safetensors")
@@ -52,8 +52,8 @@ def test_resume_reproduces_uninterrupted_run(tiny_recipe, tmp_path):
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
     assert resumed.metrics["test"] == full.metrics["test"]
-    la = [json.loads(l) for l in (full.run_dir / "metrics.jsonl").read_text().splitlines()]
-    lb = [json.loads(l) for l in (resumed.run_dir / "metrics.jsonl").read_text().splitlines()]
+    la = [json.loads(l) for l in (full.run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    lb = [json.loads(l) for l in (resumed.run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [r["val_auc"] for r in la] == [r["val_auc"] for r in lb]
 
 
@@ -66,7 +66,7 @@ def test_lr_schedule_matches_medmnist_multisteplr():
 
 def test_bad_recipe_key_exits_2_with_one_line(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("optim:\n  lr: 0.1\n  lrr: 0.2\n")
+    bad.write_text("optim:\n  lr: 0.1\n  lrr: 0.2\n", encoding="utf-8")
     res = runner.invoke(app, ["train", "--recipe", str(bad), "--out", str(tmp_path / "runs")])
     assert res.exit_code == 2
     lines = [l for l in res.output.splitlines() if l.strip()]
@@ -89,7 +89,7 @@ def test_set_overrides_and_pair_recipe(tmp_path):
     assert r.model.arch == "resnet3d" and r.model.options["width"] == 8
     assert r.data.name == "shapes"  # defaults come from recipes/resnet3d_shapes.yaml
     f = tmp_path / "r.yaml"
-    f.write_text("model: {arch: resnet3d, width: 4}\ntrain: {epochs: 7}\n")
+    f.write_text("model: {arch: resnet3d, width: 4}\ntrain: {epochs: 7}\n", encoding="utf-8")
     r = build_recipe(f, {"lr": 0.5}, ["train.epochs=9"])
     assert (r.model.options["width"], r.optim.lr, r.train.epochs) == (4, 0.5, 9)
 
@@ -102,7 +102,7 @@ def test_torchrun_two_gloo_processes_match_single_process_eval(tmp_path):
         "-m", "volrot", "train", "--epochs", "1", "--size", "16", "--set", "data.max_samples=21",
         "--set", "model.width=2", "--batch-size", "8", "--device", "cpu", "--out", str(out), "--name", "ddp", "-q",
     ]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, encoding="utf-8", timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     model = load_model(out / "ddp" / "best.safetensors")
     recorded = model.volrot_meta["metrics"]
@@ -114,4 +114,4 @@ def test_torchrun_two_gloo_processes_match_single_process_eval(tmp_path):
         assert single["auc"] == pytest.approx(recorded[split]["auc"], abs=1e-9)
         assert single["loss"] == pytest.approx(recorded[split]["loss"], rel=1e-5)
     # rank 0 alone wrote the log: one line per epoch
-    assert len((out / "ddp" / "metrics.jsonl").read_text().splitlines()) == 1
+    assert len((out / "ddp" / "metrics.jsonl").read_text(encoding="utf-8").splitlines()) == 1

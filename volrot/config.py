@@ -158,7 +158,7 @@ def load_recipe_file(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise UserError(f"recipe file not found: {p}")
     try:
-        raw = yaml.safe_load(p.read_text())
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""

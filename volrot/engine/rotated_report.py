@@ -25,7 +25,7 @@ REPORT_FILES = ("report.json", "report.csv", "report.png")
 
 def load_report(path: str | Path) -> RotatedReport:
     """Read a report.json back (for re-plotting or comparing runs)."""
-    return RotatedReport.from_dict(json.loads(Path(path).read_text()))
+    return RotatedReport.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
 
 def write_report(report: RotatedReport, out_dir: str | Path) -> dict[str, Path]:

@@ -320,7 +320,7 @@ def _train(recipe, device, ctx, resume_state, resume, progress, stop_after_epoch
                         "optimizer": opt_meta,
                     },
                 )
-                with open(log_path, "a") as f:
+                with open(log_path, "a", encoding="utf-8") as f:
                     f.write(json.dumps(record) + "\n")
             ctx.barrier()
 

@@ -14,6 +14,7 @@ from volrot.models import resnet3d  # noqa: E402,F401
 from volrot.models import equilopo  # noqa: E402,F401
 from volrot.models import gcnn  # noqa: E402,F401
 from volrot.models import gmr  # noqa: E402,F401
+from volrot.models import steerable  # noqa: E402,F401
 
 __all__ = [
     "count_parameters",
