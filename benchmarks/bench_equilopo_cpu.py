@@ -2,7 +2,8 @@
 
     python benchmarks/bench_equilopo_cpu.py --blocks 1 8 --batch 4 --size 28 --out benchmarks/results/equilopo_cpu.json
 
-Warm-up, then `--reps` timed steps; reports the median and all samples. Timing only; nothing
+Warm-up, then `--reps` timed steps (`time_calls` of volrot/benchmark.py, loaded from this tree
+by path); reports the median and all samples. Timing only; nothing
 is asserted. The machine, torch version and thread count are recorded with the numbers.
 
 `--baseline-src DIR` also times another source tree of volrot (e.g. an earlier commit exported
@@ -13,13 +14,13 @@ speed-up of this tree over it.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -33,34 +34,32 @@ else:
 from volrot.models import create_model  # noqa: E402
 
 
+def _load_harness():
+    """volrot/benchmark.py of *this* tree, loaded by path: a baseline tree (`--src`) predates it."""
+    spec = importlib.util.spec_from_file_location("volrot_benchmark_harness", REPO / "volrot" / "benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+harness = _load_harness()
+
+
+def _batch(batch: int, size: int):
+    return torch.randn(batch, 1, size, size, size), torch.randint(0, 2, (batch,))
+
+
 def time_train_step(model, batch: int, size: int, reps: int, warmup: int) -> list[float]:
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x = torch.randn(batch, 1, size, size, size)
-    y = torch.randint(0, 2, (batch,))
+    _, step = harness.make_steps(model, *_batch(batch, size), amp=False)
     model.train()
-    times = []
-    for i in range(warmup + reps):
-        t0 = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    return times
+    return harness.time_calls(step, repeats=reps, warmup=warmup).samples
 
 
 def time_inference(model, batch: int, size: int, reps: int, warmup: int) -> list[float]:
-    x = torch.randn(batch, 1, size, size, size)
+    infer, _ = harness.make_steps(model, *_batch(batch, size), amp=False)
     model.eval()
-    times = []
-    with torch.inference_mode():
-        for i in range(warmup + reps):
-            t0 = time.perf_counter()
-            model(x)
-            if i >= warmup:
-                times.append(time.perf_counter() - t0)
-    return times
+    return harness.time_calls(infer, repeats=reps, warmup=warmup).samples
 
 
 def measure(args) -> list[dict]:

@@ -4,8 +4,9 @@ For every arch named on the command line (default: every registered arch that ha
 `recipes/<arch>_<dataset>.yaml`), builds the model with the recipe's
 `model:` options (registry defaults where there is no recipe), then times
 `zero_grad -> forward -> cross-entropy -> backward -> Adam step` on a random batch
-(default batch 4, 28³, 2 classes, 1 input channel). Reports the parameter count, the forward
-multiply-adds per sample and the median step time over `--repeats` steps after `--warmup` steps.
+(default batch 4, 28³, 2 classes, 1 input channel) with `volrot.benchmark.time_calls`. Reports
+the parameter count, the forward multiply-adds per sample and the median (min, max) step time
+over `--repeats` steps after `--warmup` steps.
 
     python benchmarks/bench_train_step_cpu.py                    # all archs with an adrenal recipe
     python benchmarks/bench_train_step_cpu.py gcnn gmr --repeats 5
@@ -18,15 +19,12 @@ import argparse
 import json
 import os
 import platform
-import statistics
-import time
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 import yaml
-from torch.utils.flop_counter import FlopCounterMode
 
+from volrot.benchmark import Timing, forward_flops, make_steps, time_calls
 from volrot.config import find_recipe, load_recipe_file
 from volrot.models import count_parameters, create_model, list_models
 
@@ -43,31 +41,15 @@ def recipe_options(arch: str, dataset: str) -> tuple[dict[str, Any], str | None]
 
 def forward_gmacs(model, size: int) -> float:
     """Multiply-accumulates (10⁹) of one forward pass of one sample, counted by torch."""
-    model.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(torch.randn(1, 1, size, size, size))
-    return counter.get_total_flops() / 2e9
+    return forward_flops(model, torch.randn(1, 1, size, size, size)) / 2e9
 
 
-def time_train_step(model, batch: int, size: int, num_classes: int, warmup: int, repeats: int) -> list[float]:
+def time_train_step(model, batch: int, size: int, num_classes: int, warmup: int, repeats: int) -> Timing:
     x = torch.randn(batch, 1, size, size, size)
     y = torch.randint(0, num_classes, (batch,))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    _, step = make_steps(model, x, y, amp=False)
     model.train()
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
-
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    return times
+    return time_calls(step, repeats=repeats, warmup=warmup)
 
 
 def main() -> None:
@@ -97,15 +79,17 @@ def main() -> None:
         torch.manual_seed(0)
         model = create_model(arch, num_classes=args.num_classes, in_channels=1, **options)
         gmacs = forward_gmacs(model, args.size)
-        times = time_train_step(model, args.batch, args.size, args.num_classes, args.warmup, args.repeats)
+        timing = time_train_step(model, args.batch, args.size, args.num_classes, args.warmup, args.repeats)
         results.append({
             "arch": arch,
             "recipe": recipe,
             "options": options,
             "parameters": count_parameters(model),
             "forward_gmac_per_sample": round(gmacs, 3),
-            "step_s_median": statistics.median(times),
-            "step_s_all": times,
+            "step_s_median": timing.median,
+            "step_s_min": timing.min,
+            "step_s_max": timing.max,
+            "step_s_all": timing.samples,
         })
     print(json.dumps({
         "benchmark": "train_step_cpu",
