@@ -199,8 +199,8 @@ def test_crafted_pickles_are_refused_without_running(tmp_path, exported):
 
 def test_readme_clinician_script_runs(exported):
     script = ROOT / "examples" / "clinician.py"
-    readme = (ROOT / "changes" / "export.md").read_text(encoding="utf-8")
-    assert script.read_text(encoding="utf-8").strip() in readme, "changes/export.md must show examples/clinician.py verbatim"
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert script.read_text(encoding="utf-8").strip() in readme, "README.md must show examples/clinician.py verbatim"
     scans = [str(exported["nifti"]), str(exported["dicom"])]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     with_torch = subprocess.run(

@@ -262,3 +262,25 @@ def build_recipe(
     pair = find_recipe(probe.model.arch, canonical_name(probe.data.name))
     raw = merge(load_recipe_file(pair), user) if pair else user
     return recipe_from_dict(raw, source=str(recipe_file or pair or "recipe"))
+
+
+def recorded_data_config(
+    meta: dict[str, Any],
+    *,
+    source: str,
+    data: str | None = None,
+    root: str | None = None,
+    **fields: Any,
+) -> DataConfig:
+    """The data config a checkpoint was trained with (`meta["recipe"]["data"]`).
+
+    `data` replaces the dataset (and forgets the recorded root), `root` the folder, and any other
+    `DataConfig` field can be set by keyword (e.g. `max_samples=4, download=False`).
+    """
+    recipe = meta.get("recipe") or {}
+    cfg = recipe_from_dict({"data": recipe.get("data") or {}}, source=f"{source} (recorded data config)").data
+    if data is not None:
+        cfg.name, cfg.root = data, None
+    if root is not None:
+        cfg.root = root
+    return dataclasses.replace(cfg, **fields)

@@ -102,19 +102,15 @@ def random_inputs(input_shape: Sequence[int], seed: int = 0) -> list[tuple[str, 
 def recorded_data_inputs(meta: dict[str, Any], n: int = 4) -> tuple[torch.Tensor | None, str]:
     """Up to `n` test volumes of the dataset recorded in the checkpoint, read without writing
     anything (no download, no cache); (None, reason) when that dataset is not available here."""
-    import dataclasses
-
-    from volrot.config import recipe_from_dict
+    from volrot.config import recorded_data_config
     from volrot.data import load_data
 
     recipe = meta.get("recipe")
     if not isinstance(recipe, dict) or "data" not in recipe:
         return None, "no training recipe recorded"
     try:
-        data_cfg = recipe_from_dict(recipe).data
-        fields = {f.name for f in dataclasses.fields(data_cfg)}
-        safe = {k: v for k, v in {"max_samples": n, "download": False, "cache_dir": None}.items() if k in fields}
-        bundle = load_data(dataclasses.replace(data_cfg, **safe))
+        data_cfg = recorded_data_config(meta, source="checkpoint", max_samples=n, download=False, cache_dir=None)
+        bundle = load_data(data_cfg)
         ds = bundle.test
         vols = [ds[i][0] for i in range(min(n, len(ds)))]
     except Exception as e:  # the data not being here is not an export error

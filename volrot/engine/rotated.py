@@ -297,7 +297,7 @@ def evaluate_checkpoint(
     written.
     """
     from volrot.checkpoint import load_model
-    from volrot.config import recipe_from_dict
+    from volrot.config import recorded_data_config
     from volrot.data import load_data
     from volrot.engine.train import resolve_device
     from volrot.engine.rotated_report import write_report
@@ -308,12 +308,7 @@ def evaluate_checkpoint(
     _check_protocols(protocols)
     model = load_model(path)
     meta = dict(getattr(model, "volrot_meta", None) or {})
-    recipe = meta.get("recipe") or {}
-    cfg = recipe_from_dict({"data": recipe.get("data") or {}}, source=f"{path} (recorded data config)").data
-    if data is not None:
-        cfg.name, cfg.root = data, None
-    if root is not None:
-        cfg.root = root
+    cfg = recorded_data_config(meta, source=str(path), data=data, root=root)
     if max_samples is not None:
         cfg.max_samples = max_samples
     bundle = load_data(cfg)

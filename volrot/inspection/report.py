@@ -200,7 +200,7 @@ def inspect_checkpoint(
     """Load a checkpoint and `samples` seeded volumes of its data (`split`), inspect, write files
     to `out` (default `<checkpoint folder>/inspect-activation`)."""
     from volrot.checkpoint import load_model
-    from volrot.config import recipe_from_dict
+    from volrot.config import recorded_data_config
     from volrot.data import load_data
     from volrot.engine.train import resolve_device
     from volrot.so3.sampling import so3_grid
@@ -217,12 +217,7 @@ def inspect_checkpoint(
         raise UserError(f"--grid-deg must be in [3, 180], got {grid_deg}")
     model = load_model(path, device=resolve_device(str(device)))
     meta = dict(getattr(model, "volrot_meta", None) or {})
-    recipe = meta.get("recipe") or {}
-    cfg = recipe_from_dict({"data": recipe.get("data") or {}}, source=f"{path} (recorded data config)").data
-    if data is not None:
-        cfg.name, cfg.root = data, None
-    if root is not None:
-        cfg.root = root
+    cfg = recorded_data_config(meta, source=str(path), data=data, root=root)
     bundle = load_data(cfg)
     dataset = bundle.split(split)
     if len(dataset) == 0:
