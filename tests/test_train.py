@@ -115,3 +115,13 @@ def test_torchrun_two_gloo_processes_match_single_process_eval(tmp_path):
         assert single["loss"] == pytest.approx(recorded[split]["loss"], rel=1e-5)
     # rank 0 alone wrote the log: one line per epoch
     assert len((out / "ddp" / "metrics.jsonl").read_text(encoding="utf-8").splitlines()) == 1
+
+
+def test_arch_and_data_flags_pick_the_shipped_pair_recipe():
+    from volrot.config import build_recipe
+
+    r = build_recipe(None, {"arch": "equilopo", "data": "nodule"}, [])
+    assert (r.model.arch, r.data.name, r.train.batch_size, r.train.epochs) == ("equilopo", "nodule", 16, 100)
+    assert r.optim.name == "adam" and r.optim.milestones == [0.5, 0.75]
+    r = build_recipe(None, {"arch": "equilopo", "data": "nodulemnist3d", "epochs": 3}, [])
+    assert r.train.batch_size == 16 and r.train.epochs == 3

@@ -67,7 +67,6 @@ class TrainConfig:
     num_workers: int = 0
     out: str = "runs"
     name: str | None = None  # run folder name; default <arch>-<data>-<timestamp>
-    eval_every: int = 1
 
 
 @dataclass
