@@ -19,7 +19,7 @@ def print_result(result: TrainResult, console: Console) -> None:
             f"stopped after epoch {m.get('best_epoch')} best; continue with: volrot train --resume {result.run_dir}"
         )
         return
-    table = Table(title=f"selected checkpoint: epoch {m['best_epoch']} (best validation AUC)")
+    table = Table(title=f"epoch {m['best_epoch']} (best val AUC)")
     table.add_column("split", style="bold")
     table.add_column("ACC", justify="right")
     table.add_column("AUC", justify="right")
