@@ -45,3 +45,12 @@ def test_bundle_and_rotation_sensitivity():
     line = next(bundle.train[i][0] for i in range(16) if bundle.train[i][1] == CLASS_NAMES.index("line"))
     g = octahedral()[1]
     assert not torch.allclose(rotate_exact(line, g), line, atol=0.1)
+
+
+def test_zero_outside_inscribed_sphere_so_the_eval_mask_changes_nothing():
+    from volrot.so3.volume import apply_sphere_mask
+
+    x, _ = generate_split("train", seed=0, size=20, n=8)
+    t = torch.from_numpy(x)
+    assert torch.equal(apply_sphere_mask(t), t)
+    assert (t[:, 0, 0, 0, 0] == 0).all() and t[:, 0, 10, 10, 10].abs().sum() > 0

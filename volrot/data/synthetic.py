@@ -4,8 +4,9 @@ Eight classes of polycube "tetris" pieces (the 3D tetris set of Weiler et al. 20
 a mirror-image pair (`chiral-left` / `chiral-right`): the classes differ only in 3D structure.
 Each volume is 28³ (configurable through `data.size`): the piece, made of cubes of 3–4 voxels,
 is centred on the grid with a small random sub-voxel shift and scale, smoothed, given a random
-intensity and Gaussian noise. Every piece lies inside the inscribed sphere, so rotating a volume
-about the grid centre never cuts it.
+intensity and Gaussian noise. Every piece lies inside the inscribed sphere and the volume is
+zero outside it, so rotating a volume about the grid centre never cuts it and never brings in
+new content.
 
 All volumes are in the **canonical orientation** (train, val and test). A plain CNN learns the
 orientation together with the shape and visibly fails on rotated test volumes
@@ -17,12 +18,15 @@ Generation is deterministic from `(seed, split)`: identical on every machine.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from volrot.config import DataConfig
 from volrot.data.base import ArrayDataset, DataBundle
 from volrot.errors import UserError
+from volrot.so3.volume import sphere_mask
 
 # Cube positions of each piece (unit cubes); from the tetris experiment of 3D steerable CNNs.
 PIECES: dict[str, tuple[tuple[int, int, int], ...]] = {
@@ -38,6 +42,11 @@ PIECES: dict[str, tuple[tuple[int, int, int], ...]] = {
 CLASS_NAMES = list(PIECES)
 SPLIT_SIZES = {"train": 1024, "val": 256, "test": 512}  # per split, balanced over the 8 classes
 _SPLIT_OFFSET = {"train": 0, "val": 1, "test": 2}
+
+
+@functools.lru_cache(maxsize=4)
+def _inscribed_sphere(size: int) -> np.ndarray:
+    return sphere_mask((size, size, size)).numpy()
 
 
 def render_piece(cubes, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -56,6 +65,9 @@ def render_piece(cubes, size: int, rng: np.random.Generator) -> np.ndarray:
         vol += np.einsum("i,j,k->ijk", a[0], a[1], a[2])
     vol = gaussian_filter(vol, sigma=rng.uniform(0.6, 1.0))
     vol = vol * rng.uniform(0.7, 1.0) + rng.normal(0.0, 0.05, size=vol.shape)
+    # Nothing outside the inscribed sphere: a rotation about the centre moves no content (piece
+    # or noise) out of the grid or into it, and eval-rotated's sphere mask changes nothing.
+    vol[~_inscribed_sphere(size)] = 0.0
     return vol.astype(np.float32)
 
 
