@@ -43,7 +43,7 @@ def test_cli_train_smoke_writes_run_folder(tmp_path):
 def test_resume_reproduces_uninterrupted_run(tiny_recipe, tmp_path):
     full = train(tiny_recipe(train={"epochs": 3, "name": "full", "augment": "octahedral"}), progress=False)
     part = train(tiny_recipe(train={"epochs": 3, "name": "part", "augment": "octahedral"}), progress=False, stop_after_epoch=1)
-    assert not part.completed
+    assert not part.completed and part.metrics["epoch"] == 1
     assert len((part.run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()) == 1
     resumed = train(None, resume=part.run_dir, progress=False)
     a, _ = read_tensors(full.run_dir / "last.safetensors")

@@ -207,13 +207,9 @@ def find_recipe(arch: str, dataset: str) -> Path | None:
 
 def validate_model_options(recipe: Recipe) -> None:
     """Fail early (before any data is read) on an unknown arch or arch option."""
-    from volrot.models import get_entry
+    from volrot.models import check_model_options
 
-    entry = get_entry(recipe.model.arch)
-    for key in recipe.model.options:
-        if key not in entry.defaults:
-            options = ", ".join(sorted(entry.defaults)) or "none"
-            raise UserError(f"unknown recipe key 'model.{key}' for arch '{entry.name}' (options: {options})")
+    check_model_options(recipe.model.arch, recipe.model.options)
 
 
 #: `volrot train` flags and the recipe keys they set.

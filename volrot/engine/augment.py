@@ -12,6 +12,8 @@ reproducible and resumable.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from scipy.spatial.transform import Rotation
 
@@ -29,6 +31,11 @@ def random_rotation_matrices(n: int) -> torch.Tensor:
     return torch.from_numpy(Rotation.from_quat(q.numpy()).as_matrix()).float()
 
 
+@functools.lru_cache(maxsize=1)
+def _rotation_group() -> tuple:
+    return tuple(octahedral())
+
+
 def check_augment(name: str) -> str:
     if name not in AUGMENTATIONS:
         raise UserError(f"unknown augmentation '{name}' (choose from: {', '.join(AUGMENTATIONS)})")
@@ -40,7 +47,7 @@ def augment_batch(x: torch.Tensor, name: str) -> torch.Tensor:
     if name == "none":
         return x
     if name == "octahedral":
-        group = octahedral()
+        group = _rotation_group()
         picks = torch.randint(len(group), (x.shape[0],)).tolist()
         return torch.stack([rotate_exact(v, group[k]) for v, k in zip(x, picks)])
     if name == "so3":

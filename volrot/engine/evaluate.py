@@ -49,7 +49,6 @@ def predict_logits(
         logits.append(out.float().cpu().numpy())
         labels.append(np.asarray(y).reshape(-1))
     model.train(was_training)
-    k = None
     mine = (
         indices,
         np.concatenate(labels) if labels else np.zeros(0, np.int64),

@@ -345,7 +345,8 @@ def _train(recipe, device, ctx, resume_state, resume, progress, stop_after_epoch
     best_path = run_dir / "best.safetensors"
     completed = end_epoch >= t_cfg.epochs
     if not completed:
-        return TrainResult(run_dir, best_path, {"best_epoch": best_epoch, "val": best_val}, completed=False)
+        metrics = {"epoch": end_epoch, "best_epoch": best_epoch, "val": best_val}
+        return TrainResult(run_dir, best_path, metrics, completed=False)
 
     # Final: evaluate the selected checkpoint on val and test, record it in the checkpoint.
     best_tensors, best_meta = read_tensors(best_path) if ctx.is_main else (None, None)

@@ -16,7 +16,8 @@ def print_result(result: TrainResult, console: Console) -> None:
     m = result.metrics
     if not result.completed:
         console.print(
-            f"stopped after epoch {m.get('best_epoch')} best; continue with: volrot train --resume {result.run_dir}"
+            f"stopped after epoch {m['epoch']} (best so far: epoch {m['best_epoch']}); "
+            f"continue with: volrot train --resume {result.run_dir}"
         )
         return
     table = Table(title=f"epoch {m['best_epoch']} (best val AUC)")

@@ -1,6 +1,7 @@
 """Model zoo. Each architecture is one module that registers itself by name."""
 
 from volrot.models.registry import (
+    check_model_options,
     count_parameters,
     create_model,
     get_entry,
@@ -17,6 +18,7 @@ from volrot.models import gmr  # noqa: E402,F401
 from volrot.models import steerable  # noqa: E402,F401
 
 __all__ = [
+    "check_model_options",
     "count_parameters",
     "create_model",
     "get_entry",

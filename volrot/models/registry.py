@@ -89,13 +89,19 @@ def model_defaults(name: str) -> dict[str, Any]:
     return dict(get_entry(name).defaults)
 
 
+def check_model_options(name: str, options) -> ModelEntry:
+    """The arch's entry; a `UserError` naming the first option it does not have."""
+    entry = get_entry(name)
+    unknown = sorted(set(options) - set(entry.defaults))
+    if unknown:
+        known = ", ".join(sorted(entry.defaults)) or "none"
+        raise UserError(f"unknown recipe key 'model.{unknown[0]}' for arch '{entry.name}' (options: {known})")
+    return entry
+
+
 def create_model(name: str, *, num_classes: int, in_channels: int = 1, **cfg: Any) -> nn.Module:
     """Build a registered architecture. Unknown options are a `UserError` naming the key."""
-    entry = get_entry(name)
-    unknown = sorted(set(cfg) - set(entry.defaults))
-    if unknown:
-        options = ", ".join(sorted(entry.defaults)) or "none"
-        raise UserError(f"unknown recipe key 'model.{unknown[0]}' for arch '{name}' (options: {options})")
+    entry = check_model_options(name, cfg)
     config = {**entry.defaults, **cfg}
     model = entry.builder(num_classes=int(num_classes), in_channels=int(in_channels), **config)
     model.volrot_arch = name

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from volrot.errors import UserError
 from volrot.models.registry import register_model
 
 _LAYOUTS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)), 50: ("bottleneck", (3, 4, 6, 3))}
@@ -99,12 +100,8 @@ class ResNet3d(nn.Module):
 )
 def resnet3d(*, num_classes: int, in_channels: int = 1, width: int = 64, depth: int = 18) -> nn.Module:
     if depth not in _LAYOUTS:
-        from volrot.errors import UserError
-
         raise UserError(f"model.depth must be one of {sorted(_LAYOUTS)}, got {depth}")
     if int(width) < 1:
-        from volrot.errors import UserError
-
         raise UserError(f"model.width must be a positive integer, got {width}")
     block, layers = _LAYOUTS[depth]
     return ResNet3d(block, layers, num_classes, in_channels, int(width))
