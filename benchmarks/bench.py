@@ -42,7 +42,7 @@ def parse_sets(items: list[str]) -> dict:
 
 
 def recipe_model_options(arch: str, dataset: str) -> dict:
-    """The `model:` options of `recipes/<arch>_<dataset>.yaml` (empty when there is none)."""
+    """The `model:` options of `volrot/recipes/<arch>_<dataset>.yaml` (empty when there is none)."""
     from volrot.config import find_recipe, load_recipe_file
 
     path = find_recipe(arch, dataset)
@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="model option (YAML value), over the recipe's")
     p.add_argument("--recipe-dataset", default="adrenal",
-                   help="take the arch's options from recipes/<arch>_<this>.yaml ('none': registry defaults)")
+                   help="take the arch's options from volrot/recipes/<arch>_<this>.yaml ('none': registry defaults)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--train-batch", type=int, default=None,

@@ -1,7 +1,7 @@
 """CPU time of one training step per architecture, at each arch's recipe width. Prints JSON.
 
 For every arch named on the command line (default: every registered arch that has a recipe
-`recipes/<arch>_<dataset>.yaml`), builds the model with the recipe's
+`volrot/recipes/<arch>_<dataset>.yaml`), builds the model with the recipe's
 `model:` options (registry defaults where there is no recipe), then times
 `zero_grad -> forward -> cross-entropy -> backward -> Adam step` on a random batch
 (default batch 4, 28³, 2 classes, 1 input channel) with `volrot.benchmark.time_calls`. Reports

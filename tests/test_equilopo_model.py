@@ -155,7 +155,7 @@ def test_paper_recipes(dataset):
     from volrot.config import find_recipe, load_recipe_file, recipe_from_dict, validate_model_options
 
     path = find_recipe("equilopo", dataset)
-    assert path is not None, f"recipes/equilopo_{dataset}.yaml missing"
+    assert path is not None, f"volrot/recipes/equilopo_{dataset}.yaml missing"
     recipe = recipe_from_dict(load_recipe_file(path), str(path))
     validate_model_options(recipe)
     lr, dropout = K1_LOCAL_ADAPTIVE[dataset]

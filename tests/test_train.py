@@ -87,7 +87,7 @@ def test_set_overrides_and_pair_recipe(tmp_path):
     r = build_recipe(None, {"epochs": 3}, ["optim.lr=0.01", "model.width=8"])
     assert r.optim.lr == 0.01 and r.train.epochs == 3
     assert r.model.arch == "resnet3d" and r.model.options["width"] == 8
-    assert r.data.name == "shapes"  # defaults come from recipes/resnet3d_shapes.yaml
+    assert r.data.name == "shapes"  # defaults come from volrot/recipes/resnet3d_shapes.yaml
     f = tmp_path / "r.yaml"
     f.write_text("model: {arch: resnet3d, width: 4}\ntrain: {epochs: 7}\n", encoding="utf-8")
     r = build_recipe(f, {"lr": 0.5}, ["train.epochs=9"])

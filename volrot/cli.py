@@ -72,14 +72,14 @@ def _main(
         "Examples:\n\n"
         "  volrot train                                   # small resnet3d on the built-in shapes set\n\n"
         "  volrot train --arch equilopo --data nodule     # paper recipe for EquiLoPO on NoduleMNIST3D\n\n"
-        "  volrot train --recipe recipes/resnet3d_shapes.yaml --set optim.lr=0.01 --augment so3\n\n"
+        "  volrot train --recipe resnet3d_shapes --set optim.lr=0.01 --augment so3\n\n"
         "  volrot train --resume runs/resnet3d-shapes-20261122-101500\n\n"
         "  torchrun --nproc-per-node 4 -m volrot train --arch resnet3d --data organ"
     )
 )
 @user_errors
 def train(
-    recipe: Optional[Path] = typer.Option(None, "--recipe", "-r", help="Recipe YAML (see recipes/)."),
+    recipe: Optional[Path] = typer.Option(None, "--recipe", "-r", help="Recipe YAML file, or the name of a shipped recipe (e.g. resnet3d_adrenal)."),
     set_: List[str] = typer.Option([], "--set", help="Override a recipe key: section.key=value (repeatable)."),
     arch: Optional[str] = typer.Option(None, help="Architecture (model.arch); see `volrot models`."),
     data: Optional[str] = typer.Option(None, help="Dataset (data.name): shapes, nodule, ..., nifti:PATH, dicom:PATH."),

@@ -23,7 +23,7 @@ import yaml
 
 from volrot.errors import UserError
 
-REPO_RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+REPO_RECIPES = Path(__file__).resolve().parent / "recipes"
 
 
 @dataclass
@@ -152,10 +152,24 @@ def recipe_from_dict(raw: dict[str, Any] | None, source: str = "recipe") -> Reci
     return recipe
 
 
-def load_recipe_file(path: str | Path) -> dict[str, Any]:
+def shipped_recipes() -> list[str]:
+    """Names of the recipes shipped inside the package (`volrot/recipes/<name>.yaml`)."""
+    return sorted(p.stem for p in REPO_RECIPES.glob("*.yaml"))
+
+
+def resolve_recipe_path(path: str | Path) -> Path:
+    """A recipe file, or the name of a shipped recipe (`resnet3d_shapes`, `equilopo_nodule.yaml`)."""
     p = Path(path)
-    if not p.is_file():
-        raise UserError(f"recipe file not found: {p}")
+    if p.is_file():
+        return p
+    shipped = REPO_RECIPES / (p.name if p.suffix == ".yaml" else f"{p.name}.yaml")
+    if p.parent in (Path("."), Path("recipes")) and shipped.is_file():
+        return shipped
+    raise UserError(f"recipe file not found: {p} (shipped recipes: {', '.join(shipped_recipes())})")
+
+
+def load_recipe_file(path: str | Path) -> dict[str, Any]:
+    p = resolve_recipe_path(path)
     try:
         raw = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
@@ -200,7 +214,7 @@ def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def find_recipe(arch: str, dataset: str) -> Path | None:
-    """The shipped recipe for an (arch, dataset) pair, e.g. recipes/equilopo_nodule.yaml."""
+    """The shipped recipe for an (arch, dataset) pair, e.g. volrot/recipes/equilopo_nodule.yaml."""
     p = REPO_RECIPES / f"{arch}_{dataset}.yaml"
     return p if p.is_file() else None
 
@@ -239,9 +253,9 @@ def build_recipe(
     """The effective recipe of `volrot train`.
 
     Precedence, lowest first: built-in defaults < the shipped recipe for the (arch, dataset)
-    pair (`recipes/<arch>_<dataset>.yaml`, if any) < `--recipe FILE` < flags < `--set`.
+    pair (`volrot/recipes/<arch>_<dataset>.yaml`, if any) < `--recipe FILE` < flags < `--set`.
     The pair is read from the higher layers, so `volrot train --arch equilopo --data nodule`
-    picks up `recipes/equilopo_nodule.yaml`.
+    picks up `volrot/recipes/equilopo_nodule.yaml`.
     """
     user: dict[str, Any] = load_recipe_file(recipe_file) if recipe_file else {}
     for flag, value in (flags or {}).items():
