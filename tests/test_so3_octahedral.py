@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from volrot.so3.sampling import octahedral
+from volrot.so3.groups import octahedral
 from volrot.so3.volume import rotate_exact
 
 

@@ -27,7 +27,10 @@ import torch.nn.functional as F
 def symmetric_pool_geometry(n: int, window: int | None = None) -> tuple[int, int, int]:
     """(kernel, stride, padding) halving an axis of size `n` with samples symmetric about its
     centre. `window` is the kernel length (default 2 for even n, 3 for odd n); it must have the
-    parity of n."""
+    parity of n. A size-1 axis is left as is by the default window (torch's pooling refuses a
+    window longer than its input)."""
+    if window is None and n == 1:
+        return 1, 1, 0
     window = (2 if n % 2 == 0 else 3) if window is None else int(window)
     if window % 2 != n % 2:
         raise ValueError(f"a window of {window} on {n} voxels samples off-centre (parities differ)")

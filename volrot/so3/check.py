@@ -52,8 +52,8 @@ def tolerance(dtype: torch.dtype) -> float:
 def relative_error(actual, expected) -> float:
     """max|actual − expected| / max|expected| in float64; 0 when both vanish, inf when only the
     reference does. Tensors or numpy arrays."""
-    a = torch.as_tensor(actual).double()
-    e = torch.as_tensor(expected).double()
+    a = torch.as_tensor(actual).detach().double()
+    e = torch.as_tensor(expected).detach().double()
     if e.numel() == 0:
         return 0.0
     diff = float((a - e).abs().max())
@@ -66,8 +66,8 @@ def relative_error(actual, expected) -> float:
 def relative_errors(actual, expected) -> tuple[float, float]:
     """(‖a − e‖ / ‖e‖, max|a − e| / max|e|) in float64: the norm-relative and the max-relative
     error (inspection reports both); 0/0 counts as 0."""
-    a = torch.as_tensor(actual).double()
-    e = torch.as_tensor(expected).double()
+    a = torch.as_tensor(actual).detach().double()
+    e = torch.as_tensor(expected).detach().double()
     d = float((a - e).norm())
     ne = float(e.norm())
     rel = d / ne if ne > 0 else d

@@ -74,8 +74,7 @@ class SE3Dropout(nn.Module):
 
 class SymmetricAvgPool(nn.Module):
     """Spatial average pooling by ~2 that keeps the cube symmetry (any size; the geometry of
-    `volrot.models.symmetric_pool`). Padding is not counted in the average, so a size-1 axis
-    is left as is. (The authors' avg_pool3d(2, 2) on 7³ drops the last slice and breaks the
+    `volrot.models.symmetric_pool`; padding is not counted in the average). (The authors' avg_pool3d(2, 2) on 7³ drops the last slice and breaks the
     symmetry.)"""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
