@@ -220,7 +220,8 @@ def test_every_element_outside_the_declared_group_changes_the_logits(arch, opts,
 
 @pytest.mark.parametrize("arch,opts,size", CASES)
 def test_checkpoint_round_trip_gives_identical_logits(arch, opts, size, tmp_path):
-    from volrot.checkpoint import checkpoint_metadata, load_model, save_checkpoint
+    from volrot import load_model
+    from volrot.artifacts.checkpoint import checkpoint_metadata, save_checkpoint
 
     model = build(arch, opts, size, "train")
     x = volume(2, size, seed=7)
@@ -228,7 +229,7 @@ def test_checkpoint_round_trip_gives_identical_logits(arch, opts, size, tmp_path
         model(x)  # running statistics away from their initial values
     path = tmp_path / "model.safetensors"
     save_checkpoint(path, model.eval(), checkpoint_metadata(model))
-    loaded = load_model(path)
+    loaded = load_model(path).model
     assert loaded.volrot_arch == arch and symmetry_of(loaded) == symmetry_of(model)
     with torch.no_grad():
         assert torch.equal(loaded(x), model(x))
@@ -240,7 +241,7 @@ def test_one_epoch_of_training_then_the_checkpoint_keeps_the_symmetry(arch, tiny
     same arch, options and declared symmetry, invariant under its group."""
     import json
 
-    from volrot.checkpoint import load_model
+    from volrot import load_model
     from volrot.engine.train import train
 
     opts, _ = CONFIGS[arch][0]
@@ -255,7 +256,7 @@ def test_one_epoch_of_training_then_the_checkpoint_keeps_the_symmetry(arch, tiny
     records = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     assert len(records) == 1
     assert math.isfinite(records[0]["train_loss"]) and math.isfinite(records[0]["val_loss"])
-    model = load_model(result.best_checkpoint)
+    model = load_model(result.best_checkpoint).model
     assert model.volrot_arch == arch
     assert {k: model.volrot_config[k] for k in opts} == {k: (list(v) if isinstance(v, tuple) else v) for k, v in opts.items()}
     symmetry = symmetry_of(model)

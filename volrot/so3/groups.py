@@ -2,7 +2,7 @@
 
 Every element is a signed permutation matrix (an integer orthogonal 3×3 matrix) with a word of
 voxel operations (`rot90` / `flip`) that applies it to a volume with no interpolation
-(`volrot.so3.volume.rotate_exact`). Axis convention: spatial tensor axes (D, H, W) = (x, y, z);
+(`rotate_exact`, for torch tensors and numpy arrays alike). Axis convention: spatial tensor axes (D, H, W) = (x, y, z);
 rotating a volume by g means out(g p) = in(p) about the grid centre.
 
 `torch.rot90(x, 1, dims=(a, b))` sends axis a onto axis b, i.e. it is the +90° rotation in the
@@ -191,6 +191,27 @@ def cube_group(name: str) -> CubeGroup:
     if trivial:
         found = found[:1]
     return _make_group(name, found)
+
+
+def rotate_exact(x, rotation: CubeElement):
+    """Apply a cube-group element to the last three axes of `x` exactly (no interpolation).
+
+    `x` is a torch tensor or a numpy array: the same op words either way (`torch.rot90` and
+    `np.rot90` both turn the first axis of the pair towards the second). A numpy result is made
+    contiguous. This module does not import torch (tensors are handled through their methods), so
+    the ONNX inference path can rotate arrays without it. Also importable from
+    `volrot.so3.volume`.
+    """
+    numpy = isinstance(x, np.ndarray)
+    for op in rotation.ops:
+        if op[0] == "rot90":
+            _, k, (a, b) = op
+            x = np.rot90(x, k, axes=(a - 3, b - 3)) if numpy else x.rot90(k, (a - 3, b - 3))
+        elif op[0] == "flip":
+            x = np.flip(x, axis=op[1] - 3) if numpy else x.flip((op[1] - 3,))
+        else:  # pragma: no cover - ops are built here
+            raise ValueError(f"unknown voxel op {op!r}")
+    return np.ascontiguousarray(x) if numpy else x
 
 
 def octahedral(reflections: bool = False) -> list[CubeElement]:

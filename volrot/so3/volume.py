@@ -20,27 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from volrot.so3.groups import CubeElement
-
-
-def rotate_exact(x, rotation: CubeElement):
-    """Apply a cube-group element to the last three axes of `x` exactly (no interpolation).
-
-    `x` is a torch tensor or a numpy array (the same op words either way: `torch.rot90` and
-    `np.rot90` both turn the first axis of the pair towards the second); a numpy result is
-    made contiguous.
-    """
-    numpy = isinstance(x, np.ndarray)
-    rot90, flip = (np.rot90, np.flip) if numpy else (torch.rot90, torch.flip)
-    for op in rotation.ops:
-        if op[0] == "rot90":
-            _, k, (a, b) = op
-            x = rot90(x, k, (a - 3, b - 3))
-        elif op[0] == "flip":
-            x = flip(x, (op[1] - 3,))
-        else:  # pragma: no cover - ops are built in volrot.so3.groups
-            raise ValueError(f"unknown voxel op {op!r}")
-    return np.ascontiguousarray(x) if numpy else x
+from volrot.so3.groups import CubeElement, rotate_exact  # noqa: F401  (rotate_exact: re-exported)
 
 
 def rotate_exact_batch(x: torch.Tensor, rotations: Sequence[CubeElement]) -> torch.Tensor:
