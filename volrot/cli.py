@@ -133,12 +133,12 @@ def models():
 
     table = Table(title="volrot architectures")
     table.add_column("arch", style="bold")
-    table.add_column("symmetry")
+    table.add_column("symmetry (defaults)")
     table.add_column("options (defaults)")
     table.add_column("description")
     for n in list_models():
         e = get_entry(n)
-        table.add_row(n, e.symmetry, ", ".join(f"{k}={v}" for k, v in e.defaults.items()), e.description)
+        table.add_row(n, e.symmetry_of().describe(), ", ".join(f"{k}={v}" for k, v in e.defaults.items()), e.description)
     console.print(table)
 
 
