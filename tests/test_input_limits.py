@@ -154,9 +154,10 @@ def test_uncompressed_file_shorter_than_its_header_claims(tmp_path):
 def test_byte_limit_applies_to_nifti_and_dicom(tmp_path):
     p = write_nifti(tmp_path / "v.nii.gz", np.zeros((10, 10, 10), np.float64))
     assert read_nifti(p, max_bytes=8000).array.shape == (10, 10, 10)
-    with pytest.raises(UserError, match=r"10×10×10 float64 = 8 kB of voxel data, above the limit of 7.99 kB"):
+    with pytest.raises(UserError, match=r"10×10×10 float64 = 8000 bytes of voxel data, above the limit of 7999 bytes"):
         read_nifti(p, max_bytes=7999)
-    s = write_series(tmp_path / "series", n_slices=3)
-    with pytest.raises(UserError, match=r"float32 = .* of voxel data, above the limit of 1000 bytes"):
+    write_series(tmp_path / "series", n_slices=3)
+    s = tmp_path / "series"
+    with pytest.raises(UserError, match=r"float32 = .* of voxel data, above the limit of 1 kB"):
         read_dicom_series(s, max_bytes=1000)
     assert DEFAULT_MAX_BYTES == 2**30

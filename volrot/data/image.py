@@ -81,9 +81,12 @@ def check_header_bytes(source: str, shape: tuple[int, ...], itemsize: int, dtype
     Runs on the header alone, before anything is decompressed or allocated."""
     n = int(np.prod([int(s) for s in shape], dtype=object)) * int(itemsize)
     if n > max_bytes:
+        have, limit = _fmt_bytes(n), _fmt_bytes(max_bytes)
+        if have == limit:  # too close to tell apart when rounded
+            have, limit = f"{n} bytes", f"{max_bytes} bytes"
         raise UserError(
-            f"{source}: header claims {_fmt_shape(shape)} {dtype_name} = {_fmt_bytes(n)} of voxel data, above the "
-            f"limit of {_fmt_bytes(max_bytes)} per input (raise data.preprocess.max_bytes if this size is real)"
+            f"{source}: header claims {_fmt_shape(shape)} {dtype_name} = {have} of voxel data, above the "
+            f"limit of {limit} per input (raise data.preprocess.max_bytes if this size is real)"
         )
     return n
 
