@@ -1,0 +1,126 @@
+"""The run folder of `volrot train`: a safe name, created atomically, removed again on failure.
+
+- `train.name` is a name, not a path (`volrot.config.check_run_name`): no separators, no `.`/`..`,
+  no control characters, at most `MAX_RUN_NAME_CHARS` characters.
+- Creation is exclusive (`os.mkdir`), so two runs starting in the same second never share a
+  folder: an unnamed run takes `<arch>-<data>-<YYYYmmdd-HHMMSS>`, or the next free `-2`, `-3`...;
+  a named run takes its folder, or an existing *empty* one by creating its first file
+  exclusively; anything else is refused.
+- `discard()` removes what this run created and nothing else: the files it writes (by name) and
+  the folders it made (`train.out` and its missing parents included), each only if then empty.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from volrot.errors import UserError
+from volrot.fileio import check_writable_folder, os_error_reason
+
+#: Files a run writes into its folder (the only ones `discard` removes).
+RUN_FILES = (
+    "recipe.yaml",
+    "data.json",
+    "metrics.jsonl",
+    "best.safetensors",
+    "last.safetensors",
+    "train_state.safetensors",
+    "metrics.json",
+)
+MAX_SUFFIX = 10_000
+
+
+@dataclass
+class RunFolder:
+    path: Path
+    made: list[Path] = field(default_factory=list)  # folders this run created, outermost first
+
+    def discard(self) -> None:
+        """Remove the run's own files and the folders it created (only those left empty)."""
+        for name in RUN_FILES:
+            try:
+                (self.path / name).unlink()
+            except FileNotFoundError:
+                pass
+            except OSError:
+                return
+        _remove_empty(self.made)
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove `folders` innermost first, stopping at the first that is not empty."""
+    for folder in reversed(folders):
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+def _make_parents(out: Path) -> list[Path]:
+    """Create `out` and its missing parents one by one; return those created (outermost first)."""
+    missing = []
+    p = out
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    made = []
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder)
+            made.append(folder)
+        except FileExistsError:
+            if not folder.is_dir():
+                raise
+    return made
+
+
+def create_run_folder(out: str | Path, name: str | None, base: str, now: datetime | None = None) -> RunFolder:
+    """Create (exclusively) and return the run folder under `out` (see the module docstring).
+
+    `name` is `train.name` (None: `<base>-<timestamp>`). Raises `UserError` (one line) when the
+    folder cannot be created or the named one is taken; nothing is left behind then."""
+    out = Path(out)
+    check_writable_folder(out, "--out")
+    made: list[Path] = []
+    try:
+        made = _make_parents(out)
+        if name:
+            run = out / name
+            try:
+                os.mkdir(run)
+                return RunFolder(run, [*made, run])
+            except FileExistsError:
+                pass
+            if not run.is_dir():
+                raise UserError(f"run folder {run} exists and is a file (use another --name)")
+            try:  # an existing empty folder: claim it by creating its first file exclusively
+                if any(run.iterdir()):
+                    raise FileExistsError
+                os.close(os.open(run / RUN_FILES[0], os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            except FileExistsError:
+                raise UserError(
+                    f"run folder {run} already exists and is not empty (use --resume {run} or another --name)"
+                ) from None
+            return RunFolder(run, made)
+        stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
+        stem = f"{base}-{stamp}"
+        for i in range(1, MAX_SUFFIX + 1):
+            run = out / (stem if i == 1 else f"{stem}-{i}")
+            try:
+                os.mkdir(run)
+                return RunFolder(run, [*made, run])
+            except FileExistsError:
+                continue
+        raise UserError(f"--out {out}: {MAX_SUFFIX} run folders named {stem}[-N] already exist; give --name")
+    except OSError as e:
+        _remove_empty(made)
+        reason = os_error_reason(e)
+        if reason is None:
+            raise
+        raise UserError(f"--out {out}: cannot create the run folder ({reason})") from None
+    except UserError:
+        _remove_empty(made)
+        raise
