@@ -2,10 +2,10 @@
 
 - `train.name` is a name, not a path (`volrot.config.check_run_name`): no separators, no `.`/`..`,
   no control characters, at most `MAX_RUN_NAME_CHARS` characters.
-- Creation is exclusive (`os.mkdir`), so two runs starting in the same second never share a
-  folder: an unnamed run takes `<arch>-<data>-<YYYYmmdd-HHMMSS>`, or the next free `-2`, `-3`...;
-  a named run takes its folder, or an existing *empty* one by creating its first file
-  exclusively; anything else is refused.
+- A run owns its folder once it has created the folder's first file, `recipe.yaml`, with
+  `O_CREAT | O_EXCL` (after `os.mkdir`, or in an existing *empty* folder): two runs starting in
+  the same instant never share a folder. An unnamed run takes `<arch>-<data>-<YYYYmmdd-HHMMSS>`,
+  or the next free `-2`, `-3`...; a named run its name, or a one-line refusal.
 - `discard()` removes what this run created and nothing else: the files it writes (by name) and
   the folders it made (`train.out` and its missing parents included), each only if then empty.
 """
@@ -59,6 +59,23 @@ def _remove_empty(folders: list[Path]) -> None:
             return
 
 
+def _claim(run: Path) -> list[Path] | None:
+    """Own `run` by creating its first file exclusively (making the folder if needed): the
+    folders made ([run] or []), or None when another run or user has it."""
+    made = []
+    try:
+        os.mkdir(run)
+        made = [run]
+    except FileExistsError:
+        if not run.is_dir() or any(run.iterdir()):  # a file, or a folder in use
+            return None
+    try:
+        os.close(os.open(run / RUN_FILES[0], os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    except FileExistsError:  # another run claimed it first
+        return None
+    return made
+
+
 def _make_parents(out: Path) -> list[Path]:
     """Create `out` and its missing parents one by one; return those created (outermost first)."""
     missing = []
@@ -89,31 +106,19 @@ def create_run_folder(out: str | Path, name: str | None, base: str, now: datetim
         made = _make_parents(out)
         if name:
             run = out / name
-            try:
-                os.mkdir(run)
-                return RunFolder(run, [*made, run])
-            except FileExistsError:
-                pass
-            if not run.is_dir():
-                raise UserError(f"run folder {run} exists and is a file (use another --name)")
-            try:  # an existing empty folder: claim it by creating its first file exclusively
-                if any(run.iterdir()):
-                    raise FileExistsError
-                os.close(os.open(run / RUN_FILES[0], os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
-            except FileExistsError:
-                raise UserError(
-                    f"run folder {run} already exists and is not empty (use --resume {run} or another --name)"
-                ) from None
-            return RunFolder(run, made)
+            claimed = _claim(run)
+            if claimed is None:
+                if not run.is_dir():
+                    raise UserError(f"run folder {run} exists and is a file (use another --name)")
+                raise UserError(f"run folder {run} already exists and is not empty (use --resume {run} or another --name)")
+            return RunFolder(run, [*made, *claimed])
         stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
         stem = f"{base}-{stamp}"
         for i in range(1, MAX_SUFFIX + 1):
             run = out / (stem if i == 1 else f"{stem}-{i}")
-            try:
-                os.mkdir(run)
-                return RunFolder(run, [*made, run])
-            except FileExistsError:
-                continue
+            claimed = _claim(run)
+            if claimed is not None:
+                return RunFolder(run, [*made, *claimed])
         raise UserError(f"--out {out}: {MAX_SUFFIX} run folders named {stem}[-N] already exist; give --name")
     except OSError as e:
         _remove_empty(made)
