@@ -126,7 +126,7 @@ def test_one_named_run_wins_a_race_for_its_name(tmp_path):
 def test_out_naming_a_regular_file(tmp_path):
     f = tmp_path / "notes.txt"
     f.write_text("keep me\n", encoding="utf-8")
-    assert "--out" in one_line_error(runner.invoke(app, ["train", *TINY, "--out", str(f)]))
+    assert f"--out {f}: {f} is a file, not a folder" in one_line_error(runner.invoke(app, ["train", *TINY, "--out", str(f)]))
     line = one_line_error(runner.invoke(app, ["train", *TINY, "--out", str(f / "runs")]))
     assert f"{f} is a file, not a folder" in line
     assert f.read_text(encoding="utf-8") == "keep me\n" and all_files(tmp_path) == [f]
@@ -149,9 +149,9 @@ def test_read_only_out_for_train_and_predict(tmp_path, monkeypatch):
     before = all_files(tmp_path)
     _read_only(monkeypatch)
     line = one_line_error(runner.invoke(app, ["train", *TINY, "--out", str(tmp_path / "ro")]))
-    assert "cannot write there (read-only file system)" in line
+    assert f"--out {tmp_path / 'ro'}: cannot write into {tmp_path} (read-only file system)" in line
     res = runner.invoke(app, ["predict", str(ck), str(scan), "--device", "cpu", "--out", str(tmp_path / "ro" / "p.csv"), "-q"])
-    assert "--out" in (line := one_line_error(res)) and "read-only file system" in line
+    assert f"--out {tmp_path / 'ro' / 'p.csv'}: cannot write into {tmp_path} (read-only file system)" in one_line_error(res)
     assert all_files(tmp_path) == before
 
 

@@ -31,9 +31,11 @@ def atomic_write(path: str | Path, write, suffix: str = ".tmp") -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename is None:
+            e.filename = str(path)  # a failed write() names no file: name the one being written
         raise
 
 
@@ -74,10 +76,11 @@ def os_error_reason(e: BaseException) -> str | None:
     return None
 
 
-def check_writable_folder(folder: str | Path, what: str) -> None:
-    """Refuse (`UserError`, one line) a folder that cannot be written into: a regular file, a path
-    under a file, a read-only or forbidden place. Probes by creating and removing a temporary
-    file in the folder, or in its nearest existing parent when the folder does not exist yet."""
+def check_writable_folder(folder: str | Path, label: str) -> None:
+    """Refuse (`UserError`, one line starting with `label`) a folder that cannot be written into:
+    a regular file, a path under a file, a read-only or forbidden place. Probes by creating and
+    removing a temporary file in the folder, or in its nearest existing parent when the folder
+    does not exist yet."""
     from volrot.errors import UserError
 
     f = Path(folder)
@@ -85,12 +88,11 @@ def check_writable_folder(folder: str | Path, what: str) -> None:
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     if probe.exists() and not probe.is_dir():
-        where = f"{what} {f}: is a file, not a folder" if probe == f else f"{what} {f}: {probe} is a file, not a folder"
-        raise UserError(where)
+        raise UserError(f"{label}: {probe} is a file, not a folder")
     try:
         fd, tmp = tempfile.mkstemp(prefix=".volrot-write-probe.", dir=probe)
         os.close(fd)
         os.unlink(tmp)
     except OSError as e:
         reason = os_error_reason(e) or (e.strerror or type(e).__name__)
-        raise UserError(f"{what} {f}: cannot write there ({reason})") from None
+        raise UserError(f"{label}: cannot write into {probe} ({reason})") from None

@@ -100,7 +100,7 @@ def create_run_folder(out: str | Path, name: str | None, base: str, now: datetim
     `name` is `train.name` (None: `<base>-<timestamp>`). Raises `UserError` (one line) when the
     folder cannot be created or the named one is taken; nothing is left behind then."""
     out = Path(out)
-    check_writable_folder(out, "--out")
+    check_writable_folder(out, f"--out {out}")
     made: list[Path] = []
     try:
         made = _make_parents(out)

@@ -23,7 +23,7 @@ def check_output_path(out: str | Path | None) -> Path | None:
         raise UserError(f"--out {o}: is a folder")
     from volrot.fileio import check_writable_folder
 
-    check_writable_folder(o.parent, "--out")  # before any prediction is made
+    check_writable_folder(o.parent, f"--out {o}")  # before any prediction is made
     return o
 
 
