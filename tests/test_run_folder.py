@@ -240,3 +240,17 @@ def test_disk_full_writing_predictions_writes_nothing(tmp_path, monkeypatch):
     assert res.exit_code == 2 and "Traceback" not in res.output
     assert "cannot write the predictions (disk full); nothing was written" in res.output
     assert all_files(tmp_path) == before
+
+
+def test_a_failed_write_names_the_file_it_was_for(tmp_path):
+    """A real full disk fails in write() with an OSError that names no file; atomic_write names
+    the target, and leaves neither it nor a temporary file."""
+    target = tmp_path / "best.safetensors"
+
+    def full(tmp):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError) as e:
+        volrot.fileio.atomic_write(target, full)
+    assert e.value.filename == str(target) and volrot.fileio.os_error_reason(e.value) == "disk full"
+    assert all_files(tmp_path) == []
