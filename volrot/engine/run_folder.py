@@ -6,13 +6,17 @@
   `O_CREAT | O_EXCL` (after `os.mkdir`, or in an existing *empty* folder): two runs starting in
   the same instant never share a folder. An unnamed run takes `<arch>-<data>-<YYYYmmdd-HHMMSS>`,
   or the next free `-2`, `-3`...; a named run its name, or a one-line refusal.
+- `os_failure` turns a file-system error during a run (disk full, read-only...) into one line,
+  discarding a run folder that holds no finished epoch yet and keeping one that does.
 - `discard()` removes what this run created and nothing else: the files it writes (by name) and
   the folders it made (`train.out` and its missing parents included), each only if then empty.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -129,3 +133,31 @@ def create_run_folder(out: str | Path, name: str | None, base: str, now: datetim
     except UserError:
         _remove_empty(made)
         raise
+
+
+def os_failure(e: OSError, claimed: list[RunFolder], resume) -> UserError | None:
+    """One line for a file-system failure (disk full, read-only...); None if `e` is not one.
+
+    A run folder this run created and that holds no finished epoch yet is removed; one that does
+    is kept for `--resume`."""
+    reason = os_error_reason(e)
+    if reason is None:
+        return None
+    target = Path(str(e.filename)) if e.filename else None
+    if target is not None:  # a temporary file of an atomic write: name the file it was for
+        m = re.fullmatch(r"\.(.+)\.[^.]+\.tmp", target.name)
+        target = target.with_name(m.group(1)) if m else target
+    run = claimed[0].path if claimed else (Path(resume) if resume is not None else None)
+    writing = e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)  # only writes fail so
+    if target is not None:
+        what = f"cannot write {target}" if writing else str(target)
+    elif run is not None:
+        what = f"cannot write into {run}" if writing else f"file-system error in {run}"
+    else:
+        what = "cannot write" if writing else "file-system error"
+    if claimed and not (run / "train_state.safetensors").exists():
+        claimed[0].discard()
+        return UserError(f"{what}: {reason}; the run folder {run} was removed again")
+    if run is not None:
+        return UserError(f"{what}: {reason}; {run} keeps the last finished epoch (continue with --resume {run})")
+    return UserError(f"{what}: {reason}")

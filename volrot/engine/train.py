@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,12 +35,11 @@ from volrot.config import Recipe, recipe_from_dict, validate_model_options
 from volrot.data import DataBundle, load_data
 from volrot.engine.augment import augment_batch, check_augment
 from volrot.engine.distributed import DistContext, collective_failure, init_from_env, shutdown
-from volrot.engine.run_folder import RunFolder, create_run_folder
+from volrot.engine.run_folder import RunFolder, create_run_folder, os_failure
 from volrot.device import autocast, resolve_device
 from volrot.engine.evaluate import evaluate
 from volrot.engine.metrics import selection_key
 from volrot.errors import UserError
-from volrot.fileio import os_error_reason
 from volrot.models import count_parameters, create_model
 
 
@@ -115,28 +113,6 @@ def _new_run_dir(recipe: Recipe, bundle: DataBundle) -> RunFolder:
     """Create the run folder exclusively: `train.name`, or `<arch>-<data>-<timestamp>[-N]`."""
     base = f"{recipe.model.arch}-{bundle.name.split(':')[0]}"
     return create_run_folder(recipe.train.out, recipe.train.name, base)
-
-
-def _os_failure(e: OSError, claimed: list[RunFolder], resume) -> UserError | None:
-    """One line for a file-system failure (disk full, read-only...); None if `e` is not one.
-
-    A run folder this run created and that holds no finished epoch yet is removed; one that does
-    is kept for `--resume`."""
-    reason = os_error_reason(e)
-    if reason is None:
-        return None
-    target = Path(str(e.filename)) if e.filename else None
-    if target is not None:  # a temporary file of an atomic write: name the file it was for
-        m = re.fullmatch(r"\.(.+)\.[^.]+\.tmp", target.name)
-        target = target.with_name(m.group(1)) if m else target
-    run = claimed[0].path if claimed else (Path(resume) if resume is not None else None)
-    what = f"cannot write {target}" if target is not None else f"cannot write into {run}"
-    if claimed and not (run / "train_state.safetensors").exists():
-        claimed[0].discard()
-        return UserError(f"{what}: {reason}; the run folder {run} was removed again")
-    if run is not None:
-        return UserError(f"{what}: {reason}; {run} keeps the last finished epoch (continue with --resume {run})")
-    return UserError(f"{what}: {reason}")
 
 
 class _Progress:
@@ -229,7 +205,7 @@ def train(
     try:
         return _train(recipe, device, ctx, resume_state, resume, progress, stop_after_epoch, console, claimed)
     except OSError as e:
-        failure = _os_failure(e, claimed, resume)
+        failure = os_failure(e, claimed, resume)
         if failure is None:
             raise
         raise failure from None
@@ -287,7 +263,7 @@ def _train(recipe, device, ctx, resume_state, resume, progress, stop_after_epoch
                 atomic_write_text(folder / "recipe.yaml", recipe.to_yaml())
                 atomic_write_text(folder / "data.json", json.dumps(bundle.describe(), indent=2, default=str))
             except OSError as e:
-                failure = _os_failure(e, claimed, None)
+                failure = os_failure(e, claimed, None)
                 if failure is None:
                     raise
                 raise failure from None
