@@ -44,13 +44,23 @@ def user_errors(fn):
         except UserError as e:
             if _state["debug"]:
                 raise
-            err_console.print(f"[bold red]error:[/] {e}", markup=True)
+            if not _quiet_rank():  # under torchrun, rank 0 alone prints (every rank exits 2)
+                err_console.print(f"[bold red]error:[/] {e}", markup=True)
             raise typer.Exit(code=UserError.exit_code) from None
         except KeyboardInterrupt:
             err_console.print("interrupted")
             raise typer.Exit(code=130) from None
 
     return wrapper
+
+
+def _quiet_rank() -> bool:
+    import os
+
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1")) > 1 and int(os.environ.get("RANK", "0")) != 0
+    except ValueError:
+        return False
 
 
 def _version(value: bool):
