@@ -10,6 +10,7 @@ import functools
 from pathlib import Path
 from typing import List, Optional
 
+import rich.markup
 import typer
 from rich.console import Console
 
@@ -44,7 +45,8 @@ def user_errors(fn):
         except UserError as e:
             if _state["debug"]:
                 raise
-            err_console.print(f"[bold red]error:[/] {e}", markup=True)
+            # the message is text, not markup: "[1, 16, 16]" or "[/tmp/x]" must print as written
+            err_console.print(f"[bold red]error:[/] {rich.markup.escape(str(e))}", markup=True)
             raise typer.Exit(code=UserError.exit_code) from None
         except KeyboardInterrupt:
             err_console.print("interrupted")
@@ -267,7 +269,7 @@ def predict(
     console.print(summary, highlight=False)
     if n_err:
         for r in report.errors:
-            err_console.print(f"[bold red]error:[/] {r['error']}", markup=True)
+            err_console.print(f"[bold red]error:[/] {rich.markup.escape(str(r['error']))}", markup=True)
         raise typer.Exit(code=UserError.exit_code)
 
 

@@ -190,8 +190,9 @@ def _check_against_model(p: Path, header: dict[str, Any], model: nn.Module, card
         shape = entry.get("shape") if isinstance(entry, dict) else None
         if not isinstance(shape, list) or [int(s) for s in shape] != list(t.shape):
             raise UserError(
-                f"{p}: weight '{name}' has shape {shape} but arch '{card.arch}' with the recorded options "
-                f"expects {list(t.shape)} (metadata does not match its weights)"
+                f"{p}: weight '{name}' has shape {shape} but arch '{card.arch}' with the recorded options, "
+                f"{card.num_classes} class name(s) and {card.in_channels} input channel(s) expects {list(t.shape)} "
+                "(metadata does not match its weights)"
             )
         dtype = _DTYPES.get(entry.get("dtype"))
         if dtype is None or dtype.is_floating_point != t.is_floating_point():

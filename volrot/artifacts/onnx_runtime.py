@@ -13,12 +13,14 @@ run checks the logits it returns as well), and logits holding NaN or infinity ar
 (`data_location: EXTERNAL`); onnxruntime would open those paths, relative to the model's folder
 or — for a model given as bytes — the working directory. volrot never writes such files, so
 `external_data_tensors` walks the protobuf (wire format, standard library only) and any tensor
-stored externally makes the file a `UserError`. The model is then handed to onnxruntime as the
-bytes that were checked, so the file cannot change between the check and the load.
+stored externally makes the file a `UserError`. The same walk refuses floating-point weights that
+hold NaN or infinity. The model is then handed to onnxruntime as the bytes that were checked, so
+the file cannot change between the check and the load.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -61,42 +63,93 @@ def _varint(buf: memoryview, i: int) -> tuple[int, int]:
         shift += 7
 
 
-def external_data_tensors(data: bytes) -> int:
-    """How many tensors of a serialised ONNX model are stored outside it (ValueError if the
-    bytes are not a well-formed protobuf)."""
-    count = 0
+_RAW_DTYPES = {1: "<f4", 10: "<f2", 11: "<f8", 16: "bfloat16"}  # TensorProto.DataType -> raw layout
+
+
+@dataclass
+class OnnxScan:
+    external: int = 0  # tensors stored outside the file
+    nonfinite: list[str] = field(default_factory=list)  # tensors holding NaN or infinity
+
+
+def _finite(dtype_code: int, raw: bytes, floats: bytes, doubles: bytes) -> bool:
+    if raw and dtype_code in _RAW_DTYPES:
+        layout = _RAW_DTYPES[dtype_code]
+        if layout == "bfloat16":
+            bits = np.frombuffer(raw[: len(raw) // 2 * 2], dtype="<u2").astype(np.uint32) << 16
+            values = bits.view(np.float32)
+        else:
+            size = np.dtype(layout).itemsize
+            values = np.frombuffer(raw[: len(raw) // size * size], dtype=layout)
+        return bool(np.isfinite(values).all())
+    if floats and not np.isfinite(np.frombuffer(floats[: len(floats) // 4 * 4], dtype="<f4")).all():
+        return False
+    return not (doubles and not np.isfinite(np.frombuffer(doubles[: len(doubles) // 8 * 8], dtype="<f8")).all())
+
+
+def scan_onnx(data: bytes) -> OnnxScan:
+    """Walk a serialised ONNX model (protobuf wire format, standard library and numpy only):
+    count tensors stored as external data and name floating-point tensors (initializers,
+    constants, sparse values, in subgraphs and functions too) that hold NaN or infinity.
+    ValueError if the bytes are not a well-formed protobuf."""
+    scan = OnnxScan()
     stack = [("model", memoryview(data), 0)]
     while stack:
         kind, buf, depth = stack.pop()
         if depth > 64:
             raise ValueError("nesting too deep")
-        children, i, external = _CHILDREN[kind], 0, False
+        children, i = _CHILDREN[kind], 0
+        external, dtype_code, name = False, 0, "?"
+        raw, floats, doubles = b"", bytearray(), bytearray()
         while i < len(buf):
             key, i = _varint(buf, i)
-            field, wire = key >> 3, key & 7
+            fnum, wire = key >> 3, key & 7
             if wire == 0:
                 value, i = _varint(buf, i)
-                if kind == "tensor" and field == 14 and value == 1:
+                if kind == "tensor" and fnum == 14 and value == 1:
                     external = True
-            elif wire == 1:
-                i += 8
-            elif wire == 5:
-                i += 4
+                elif kind == "tensor" and fnum == 2:
+                    dtype_code = value
+            elif wire in (1, 5):
+                width = 8 if wire == 1 else 4
+                if i + width > len(buf):
+                    raise ValueError("truncated field")
+                if kind == "tensor" and fnum == 4 and wire == 5:
+                    floats += buf[i : i + 4]
+                elif kind == "tensor" and fnum == 10 and wire == 1:
+                    doubles += buf[i : i + 8]
+                i += width
             elif wire == 2:
                 n, i = _varint(buf, i)
                 if i + n > len(buf):
                     raise ValueError("truncated field")
-                if kind == "tensor" and field == 13:
-                    external = True
-                elif field in children:
-                    stack.append((children[field], buf[i : i + n], depth + 1))
+                chunk = buf[i : i + n]
+                if kind == "tensor":
+                    if fnum == 13:
+                        external = True
+                    elif fnum == 9:
+                        raw = bytes(chunk)
+                    elif fnum == 4:
+                        floats += chunk
+                    elif fnum == 10:
+                        doubles += chunk
+                    elif fnum == 8:
+                        name = bytes(chunk).decode("utf-8", "replace")[:80]
+                elif fnum in children:
+                    stack.append((children[fnum], chunk, depth + 1))
                 i += n
             else:
                 raise ValueError(f"wire type {wire}")
-            if i > len(buf):
-                raise ValueError("truncated field")
-        count += external
-    return count
+        if kind == "tensor":
+            scan.external += external
+            if not _finite(dtype_code, raw, bytes(floats), bytes(doubles)):
+                scan.nonfinite.append(name)
+    return scan
+
+
+def external_data_tensors(data: bytes) -> int:
+    """How many tensors of a serialised ONNX model are stored outside it."""
+    return scan_onnx(data).external
 
 
 class OnnxSession:
@@ -116,14 +169,16 @@ class OnnxSession:
             raise UserError(f"{p}: {p.stat().st_size} bytes, more than the ONNX file limit {MAX_ONNX_BYTES}")
         data = p.read_bytes()
         try:
-            external = external_data_tensors(data)
+            scan = scan_onnx(data)
         except ValueError as e:
             raise UserError(f"{p}: not a readable ONNX model (malformed protobuf: {e})") from None
-        if external:
+        if scan.external:
             raise UserError(
-                f"{p}: {external} tensor(s) stored as external data (other files named inside the model); "
+                f"{p}: {scan.external} tensor(s) stored as external data (other files named inside the model); "
                 "volrot refuses ONNX files that read other paths — export with the weights inside the file"
             )
+        if scan.nonfinite:
+            raise UserError(f"{p}: weight '{scan.nonfinite[0]}' holds NaN or infinity; refusing a model whose outputs would be meaningless")
         try:
             import onnxruntime as ort
         except ImportError:
