@@ -37,10 +37,11 @@ def _tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     header = {_META_KEY: json.dumps(meta, sort_keys=True, allow_nan=True)}
-    atomic_write(path, lambda tmp: save_file(_tensors(tensors), tmp, metadata=header))
+    blob = save(_tensors(tensors), metadata=header)  # bytes, written by Python: disk full is an OSError
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(blob))
 
 
 def _utf8_name(p: Path) -> bool:
