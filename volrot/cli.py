@@ -10,6 +10,7 @@ import functools
 from pathlib import Path
 from typing import List, Optional
 
+import rich.markup
 import typer
 from rich.console import Console
 
@@ -45,7 +46,8 @@ def user_errors(fn):
             if _state["debug"]:
                 raise
             if not _quiet_rank():  # under torchrun, rank 0 alone prints (every rank exits 2)
-                err_console.print(f"[bold red]error:[/] {e}", markup=True)
+                # the message is text, not markup: "[1, 16, 16]" or "[/tmp/x]" must print as written
+                err_console.print(f"[bold red]error:[/] {rich.markup.escape(str(e))}", markup=True)
             raise typer.Exit(code=UserError.exit_code) from None
         except KeyboardInterrupt:
             err_console.print("interrupted")
@@ -277,7 +279,7 @@ def predict(
     console.print(summary, highlight=False)
     if n_err:
         for r in report.errors:
-            err_console.print(f"[bold red]error:[/] {r['error']}", markup=True)
+            err_console.print(f"[bold red]error:[/] {rich.markup.escape(str(r['error']))}", markup=True)
         raise typer.Exit(code=UserError.exit_code)
 
 
