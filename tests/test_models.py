@@ -228,7 +228,13 @@ def test_checkpoint_round_trip_gives_identical_logits(arch, opts, size, tmp_path
     with torch.no_grad():
         model(x)  # running statistics away from their initial values
     path = tmp_path / "model.safetensors"
-    save_checkpoint(path, model.eval(), checkpoint_metadata(model))
+    card = checkpoint_metadata(
+        model,
+        class_names=[f"c{k}" for k in range(NUM_CLASSES)],
+        input={"shape": [1, size, size, size], "dtype": "float32"},
+        preprocessing={"source": "generated", "size": size, "intensity": "none", "scale": 1.0, "offset": 0.0},
+    )
+    save_checkpoint(path, model.eval(), card)
     loaded = load_model(path).model
     assert loaded.volrot_arch == arch and symmetry_of(loaded) == symmetry_of(model)
     with torch.no_grad():
