@@ -54,6 +54,9 @@ class OptimConfig:
     momentum: float = 0.9  # sgd only
     milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # fractions of epochs
     gamma: float = 0.1
+    # The epoch count the milestones are fractions of (default: train.epochs). A run extended
+    # with `--resume RUN --epochs N` keeps its original value, so its schedule is not re-derived.
+    schedule_epochs: int | None = None
 
 
 @dataclass
@@ -67,6 +70,7 @@ class TrainConfig:
     num_workers: int = 0
     out: str = "runs"
     name: str | None = None  # run folder name; default <arch>-<data>-<timestamp>
+    threads: int | None = None  # CPU threads; default OMP_NUM_THREADS, else the idle cores
 
 
 @dataclass
@@ -231,10 +235,10 @@ def find_recipe(arch: str, dataset: str) -> Path | None:
 
 
 def validate_model_options(recipe: Recipe) -> None:
-    """Fail early (before any data is read) on an unknown arch or arch option."""
-    from volrot.models import check_model_options
+    """Fail early (before any data is read, torch not imported) on an unknown arch or arch option."""
+    from volrot.models.catalog import check_options
 
-    check_model_options(recipe.model.arch, recipe.model.options)
+    check_options(recipe.model.arch, recipe.model.options)
 
 
 #: `volrot train` flags and the recipe keys they set.
@@ -253,6 +257,7 @@ FLAG_KEYS = {
     "name": ("train", "name"),
     "download": ("data", "download"),
     "verify": ("data", "verify"),
+    "threads": ("train", "threads"),
 }
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from volrot.artifacts.safety import EXPORT_FORMAT, sniff
-from volrot.device import onnx_providers
+from volrot.device import onnx_providers, onnx_threads
 from volrot.errors import UserError
 
 METADATA_KEY = "volrot"
@@ -42,6 +42,7 @@ class OnnxSession:
             raise UserError("running an ONNX model needs onnxruntime (pip install onnxruntime)") from None
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only; ours are reported as UserErrors
+        options.intra_op_num_threads = onnx_threads()  # --threads (0: onnxruntime's default)
         try:
             self.session = ort.InferenceSession(str(p), sess_options=options, providers=onnx_providers(device))
         except UserError:
