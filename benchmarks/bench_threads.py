@@ -5,11 +5,14 @@ split) in subprocesses with different thread settings, interleaved, while `--hog
 processes occupy CPU cores (another user's job). Reports each setting's epoch time (the
 `seconds` of metrics.jsonl) as a ratio to `--threads 1` in the same run: never absolute seconds.
 
-    python benchmarks/bench_threads.py                      # 1 hog, 2 repeats
-    python benchmarks/bench_threads.py --hogs 0 --repeats 1
+    python benchmarks/bench_threads.py                      # 1 hog, 1 repeat, every setting
+    python benchmarks/bench_threads.py --settings 1 default 2-passive --repeats 2
 
-Settings: OMP_NUM_THREADS unset (torch's own default: one thread per core), 1, 2, and 2 with
-OMP_WAIT_POLICY=PASSIVE (threads sleep instead of spinning while they wait for each other).
+Settings: `default` (neither variable set: volrot's choice, `volrot.device.resolve_threads` and
+`prefer_passive_wait`), `1`, `2` (OMP_NUM_THREADS=2 with OpenMP's default spinning wait: what
+torch does by itself on a 2-core machine) and `2-passive` (2 threads with OMP_WAIT_POLICY=PASSIVE:
+threads sleep instead of spinning while they wait for each other). A collapsing setting takes
+10x longer or more: leave `2` out on a shared machine once it has been measured.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import tempfile
 from pathlib import Path
 
 SETTINGS = {
-    "unset": {},
+    "default": {},
     "1": {"OMP_NUM_THREADS": "1"},
     "2": {"OMP_NUM_THREADS": "2"},
     "2-passive": {"OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE"},
@@ -41,6 +44,7 @@ def _hog() -> None:
 
 def epoch_seconds(env_extra: dict[str, str], samples: int, out: Path, name: str) -> float:
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
     env.update(env_extra)
     cmd = [sys.executable, "-m", "volrot", "train", "--epochs", "1", "--device", "cpu", "-q",
            "--set", f"data.max_samples={samples}", "--out", str(out), "--name", name]  # fmt: skip
@@ -52,20 +56,23 @@ def epoch_seconds(env_extra: dict[str, str], samples: int, out: Path, name: str)
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--hogs", type=int, default=1, help="busy-loop processes running meanwhile")
-    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--samples", type=int, default=64, help="data.max_samples (per split)")
+    p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     args = p.parse_args()
+    if "1" not in args.settings:
+        p.error("the settings must include 1 (the baseline of the ratios)")
 
     load_before = os.getloadavg()
     hogs = [mp.Process(target=_hog, daemon=True) for _ in range(args.hogs)]
     for h in hogs:
         h.start()
-    times: dict[str, list[float]] = {k: [] for k in SETTINGS}
+    times: dict[str, list[float]] = {k: [] for k in args.settings}
     try:
         with tempfile.TemporaryDirectory() as tmp:
             for r in range(args.repeats):
-                for key, env in SETTINGS.items():
-                    times[key].append(epoch_seconds(env, args.samples, Path(tmp), f"{key}-{r}"))
+                for key in args.settings:
+                    times[key].append(epoch_seconds(SETTINGS[key], args.samples, Path(tmp), f"{key}-{r}"))
     finally:
         for h in hogs:
             h.terminate()

@@ -255,7 +255,7 @@ def test_resume_removes_stale_temp_files_of_volrot_only(tiny_recipe):
 # --- runs table, curves, TensorBoard ----------------------------------------------------------
 
 
-def test_runs_table_lists_finished_and_stopped_runs(tiny_recipe, tmp_path):
+def test_runs_table_lists_finished_and_stopped_runs(tiny_recipe):
     done = train(tiny_recipe(train={"epochs": 1, "name": "done-run"}), progress=False)
     train(tiny_recipe(train={"epochs": 2, "name": "stopped-run"}), progress=False, stop_after_epoch=1)
     rep = done.run_dir / "eval-rotated"
@@ -270,8 +270,11 @@ def test_runs_table_lists_finished_and_stopped_runs(tiny_recipe, tmp_path):
     assert (d.arch, d.data, d.epochs_done, d.epochs, d.finished, d.best_epoch) == ("resnet3d", "shapes", 1, 1, True, 1)
     assert d.test_auc == done.metrics["test"]["auc"] and (d.rotated, d.rotated_acc) == ("haar", 0.25)
     assert (s.epochs_done, s.epochs, s.finished, s.test_auc) == (1, 2, False, None) and s.seconds > 0
-    res = CliRunner().invoke(app, ["runs", str(done.run_dir.parent)], terminal_width=200)
-    assert res.exit_code == 0 and "done-run" in res.output and "1/2 (stopped)" in res.output, res.output
+    res = runner.invoke(app, ["runs", str(done.run_dir.parent)])
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert any("1/1 (1)" in line and "0.250" in line for line in lines), res.output
+    assert any(" 1/2 " in line and "0.250" not in line for line in lines), res.output
 
 
 def test_curves_png_each_epoch_and_tensorboard_when_available(tiny_recipe, monkeypatch):

@@ -78,6 +78,9 @@ def _main(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for user errors too."),
 ):
     _state["debug"] = debug
+    from volrot.device import prefer_passive_wait
+
+    prefer_passive_wait()  # before torch loads: waiting OpenMP threads must not spin on a busy machine
 
 
 @app.command(

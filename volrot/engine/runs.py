@@ -112,21 +112,28 @@ def print_runs(runs: list[RunSummary], console, folder: str | Path) -> None:
     if not runs:
         console.print(f"no runs in {folder}", highlight=False)
         return
+    from rich import box
+    from rich.markup import escape
     from rich.table import Table
 
     from volrot.progress import format_seconds
 
-    table = Table(title=f"runs in {folder}")
-    for col, justify in (("run", "left"), ("arch", "left"), ("data", "left"), ("epochs", "right"),
-                         ("best", "right"), ("test ACC", "right"), ("test AUC", "right"),
-                         ("rotated ACC", "right"), ("rotated AUC", "right"), ("train time", "right")):  # fmt: skip
-        table.add_column(col, justify=justify, overflow="fold")
+    table = Table(
+        title=f"runs in {folder}",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        caption="epochs: trained/planned (best epoch); rot.: the newest eval-rotated report in the run folder "
+        "(haar protocol, else so3-grid, axes, octahedral)",
+    )
+    table.add_column("run / arch · data", overflow="fold")
+    for col in ("epochs", "test ACC", "AUC", "rot. ACC", "AUC", "time"):
+        table.add_column(col, justify="right", no_wrap=True)
     for r in runs:
-        planned = f"/{r.epochs}" if r.epochs is not None else ""
-        epochs = f"{r.epochs_done}{planned}" + ("" if r.finished else " (stopped)")
-        rot = f" ({r.rotated})" if r.rotated else ""
+        epochs = f"{r.epochs_done}/{r.epochs if r.epochs is not None else '?'}"
+        if r.best_epoch is not None:
+            epochs += f" ({r.best_epoch})"
         table.add_row(
-            r.path.name, r.arch, r.data, epochs, "–" if r.best_epoch is None else str(r.best_epoch),
-            _f(r.test_acc), _f(r.test_auc), _f(r.rotated_acc) + rot, _f(r.rotated_auc), format_seconds(r.seconds),
+            f"{escape(r.path.name)}\n[dim]{escape(r.arch)} · {escape(r.data)}[/]", epochs, _f(r.test_acc), _f(r.test_auc), _f(r.rotated_acc),
+            _f(r.rotated_auc), format_seconds(r.seconds),
         )  # fmt: skip
     console.print(table)
