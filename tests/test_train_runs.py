@@ -57,6 +57,11 @@ def test_train_threads_are_honoured_inside_the_run(tiny_recipe, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     run = train(tiny_recipe(train={"epochs": 1, "name": "env3"}), progress=False)
     assert [r["threads"] for r in records(run.run_dir)] == [3]
+    # a resume keeps the run's own count (bit-identical continuation) unless told otherwise
+    part = train(tiny_recipe(train={"epochs": 2, "name": "keep"}), progress=False, stop_after_epoch=1)
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    train(None, resume=part.run_dir, progress=False)
+    assert [r["threads"] for r in records(part.run_dir)] == [3, 3]
 
 
 def test_bad_thread_count_is_one_line(tmp_path):

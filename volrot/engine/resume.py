@@ -5,6 +5,8 @@
   from epoch 1 in the same folder with its recorded recipe: no manual deletion needed.
 - Temporary files of an interrupted atomic write (`.best.safetensors.XXXX.tmp` and the like)
   are removed first; only volrot's own file names in that run folder are touched.
+- Without `--threads` (or `train.threads`, or `OMP_NUM_THREADS`) the run continues with the
+  thread count of its last epoch, so that it reproduces the uninterrupted run exactly.
 - `--epochs N` extends (or shortens, down to the epochs already trained) the run. The learning
   rate schedule is not re-derived: milestones stay fractions of the original epoch count
   (`optim.schedule_epochs`, recorded in the recipe), so the epochs already trained keep their
@@ -59,6 +61,7 @@ class ResumePoint:
     recipe: Recipe
     state: tuple[dict, dict[str, Any]] | None  # (tensors, meta) of train_state; None: restart
     done: int  # epochs already trained
+    threads: int | None  # CPU threads of the last logged epoch (a resume keeps them by default)
     finished: bool  # every epoch trained and the final metrics written: nothing to do
     removed: list[Path]  # stale temp files removed
 
@@ -101,4 +104,9 @@ def open_run(run_dir: str | Path, *, epochs: int | None = None, threads: int | N
     removed = stale_temp_files(run_dir)
     for p in removed:
         p.unlink(missing_ok=True)
-    return ResumePoint(run_dir, recipe, state, done, finished, removed)
+    logged = logged_epochs(run_dir)
+    last_threads = logged[-1].get("threads") if logged else None
+    last_threads = last_threads if isinstance(last_threads, int) and last_threads >= 1 else None
+    return ResumePoint(
+        run_dir=run_dir, recipe=recipe, state=state, done=done, threads=last_threads, finished=finished, removed=removed
+    )

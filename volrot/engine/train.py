@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shlex
 import time
 from dataclasses import dataclass, field
@@ -186,7 +187,7 @@ def train(
         return result
 
     previous_threads = torch.get_num_threads()
-    n_threads = use_threads(recipe.train.threads)
+    n_threads = use_threads(_requested_threads(recipe, point))
     device = resolve_device(recipe.train.device)
     ctx = init_from_env(device)
     if ctx.enabled and device.type == "cuda":
@@ -205,6 +206,13 @@ def train(
     finally:
         shutdown(ctx)
         torch.set_num_threads(previous_threads)
+
+
+def _requested_threads(recipe: Recipe, point: ResumePoint | None) -> int | None:
+    """train.threads; on resume, else the run's own count unless OMP_NUM_THREADS says otherwise."""
+    if recipe.train.threads is not None or point is None or os.environ.get("OMP_NUM_THREADS", "").strip():
+        return recipe.train.threads
+    return point.threads
 
 
 def _finished_result(point: ResumePoint) -> TrainResult:
