@@ -90,6 +90,8 @@ def _main(
         "  volrot train --arch equilopo --data nodule     # paper recipe for EquiLoPO on NoduleMNIST3D\n\n"
         "  volrot train --recipe resnet3d_shapes --set optim.lr=0.01 --augment so3\n\n"
         "  volrot train --resume runs/resnet3d-shapes-20261122-101500\n\n"
+        "  volrot train --resume runs/resnet3d-shapes-20261122-101500 --epochs 10   # extend\n\n"
+        "  volrot train --arch equilopo --data nodule --dry-run\n\n"
         "  torchrun --nproc-per-node 4 -m volrot train --arch resnet3d --data organ"
     )
 )
