@@ -64,6 +64,20 @@ def test_train_threads_are_honoured_inside_the_run(tiny_recipe, monkeypatch):
     assert [r["threads"] for r in records(part.run_dir)] == [3, 3]
 
 
+def test_apply_threads_sets_torch_and_onnxruntime_counts(monkeypatch):
+    import volrot.device
+    from volrot.device import apply_threads, onnx_threads
+
+    before = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", str(before))  # apply_threads writes it; restored after the test
+    try:
+        assert apply_threads(2) == 2 and torch.get_num_threads() == 2 and onnx_threads() == 2
+        assert os.environ["OMP_NUM_THREADS"] == "2"
+    finally:
+        torch.set_num_threads(before)
+        volrot.device._applied.clear()
+
+
 def test_bad_thread_count_is_one_line(tmp_path):
     res = runner.invoke(app, ["train", "--set", "train.threads=0", "--out", str(tmp_path / "runs")])
     assert res.exit_code == 2 and "train.threads" in res.output
@@ -86,6 +100,8 @@ def test_bad_thread_count_is_one_line(tmp_path):
         (["train", "--resume", "/no/such/run"], "no such run folder"),
         (["eval-rotated", "nope.safetensors"], "checkpoint not found"),
         (["predict", "nope.onnx", "scan.nii.gz"], "model file not found"),
+        (["export", "nope.safetensors", "--out", "m.onnx"], "checkpoint not found"),
+        (["inspect-activation", "nope.safetensors"], "checkpoint not found"),
         (["runs", "/no/such/folder"], "no such folder"),
     ],
 )

@@ -288,6 +288,7 @@ def export(
     tolerance: float = typer.Option(1e-4, help="Largest accepted max|Δlogit| / max|logit|."),
 ):
     """Export a checkpoint to ONNX / TorchScript / torch.export with metadata, verified against the eager model."""
+    _before_heavy_imports(None, checkpoint=checkpoint)
     from volrot.artifacts.export import export_checkpoint
 
     report = export_checkpoint(checkpoint, format, out, exporter=exporter, samples=sample, tolerance=tolerance)
