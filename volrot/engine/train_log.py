@@ -37,12 +37,14 @@ def plot_curves(records: list[dict[str, Any]], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     def series(key):
         pts = [(r["epoch"], r.get(key)) for r in records]
         return [e for e, v in pts if _finite(v)], [v for _, v in pts if _finite(v)]
 
     fig, axes = plt.subplots(1, len(PANELS), figsize=(4 * len(PANELS), 3.2), constrained_layout=True)
+    fig.suptitle("train: running values over the epoch's batches (augmented, train mode); val: after the epoch", fontsize=9)
     for ax, (title, train_key, val_key) in zip(axes, PANELS):
         for key, label, style in ((train_key, "train", "o-"), (val_key, "val", "s-")):
             x, y = series(key)
@@ -50,6 +52,7 @@ def plot_curves(records: list[dict[str, Any]], path: Path) -> None:
                 ax.plot(x, y, style, label=label, markersize=3)
         ax.set_title(title)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if title != "loss":
             ax.set_ylim(-0.02, 1.02)
