@@ -140,8 +140,8 @@ def test_catalog_matches_the_registry_and_preflight_lists():
     assert sorted(BUILTIN) == list_models()
     for name, light in BUILTIN.items():
         e = get_entry(name)
-        assert (e.description, e.symmetry, e.defaults, e.builder.__module__) == (
-            light.description, light.symmetry, light.defaults, light.module)  # fmt: skip
+        assert (e.description, e.symmetry_of().describe(), e.defaults, e.builder.__module__) == (
+            light.description, light.symmetry_text, light.defaults, light.module)  # fmt: skip
     assert LIGHT_AUGMENTATIONS == AUGMENTATIONS and MEDMNIST_NAMES == SHORT_NAMES
 
 

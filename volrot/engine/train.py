@@ -27,7 +27,6 @@ import os
 import shlex
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +41,12 @@ from volrot.config import Recipe
 from volrot.data import DataBundle, load_data
 from volrot.device import autocast, resolve_device, use_threads
 from volrot.engine.augment import augment_batch
-from volrot.engine.distributed import DistContext, init_from_env, shutdown
+from volrot.engine.distributed import DistContext, collective_failure, init_from_env, shutdown
 from volrot.engine.evaluate import evaluate, softmax
 from volrot.engine.metrics import compute_metrics, selection_key
 from volrot.engine.preflight import check_recipe
 from volrot.engine.resume import ResumePoint, open_run
+from volrot.engine.run_folder import RunFolder, create_run_folder, os_failure
 from volrot.engine.train_log import EpochLog
 from volrot.progress import TaskProgress
 from volrot.errors import UserError
@@ -134,20 +134,10 @@ def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
-def _new_run_dir(recipe: Recipe, bundle: DataBundle) -> Path:
-    out = Path(recipe.train.out)
-    if recipe.train.name:
-        run = out / recipe.train.name
-        if run.exists() and any(run.iterdir()):
-            raise UserError(f"run folder {run} already exists and is not empty (use --resume {run} or another --name)")
-        return run
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = f"{recipe.model.arch}-{bundle.name.split(':')[0]}-{stamp}"
-    run, i = out / base, 1
-    while run.exists():
-        i += 1
-        run = out / f"{base}-{i}"
-    return run
+def _new_run_dir(recipe: Recipe, bundle: DataBundle) -> RunFolder:
+    """Create the run folder exclusively: `train.name`, or `<arch>-<data>-<timestamp>[-N]`."""
+    base = f"{recipe.model.arch}-{bundle.name.split(':')[0]}"
+    return create_run_folder(recipe.train.out, recipe.train.name, base)
 
 
 def resume_command(run_dir: Path, ctx: DistContext) -> str:
@@ -189,20 +179,30 @@ def train(
     previous_threads = torch.get_num_threads()
     n_threads = use_threads(_requested_threads(recipe, point))
     device = resolve_device(recipe.train.device)
-    ctx = init_from_env(device)
+    ctx = init_from_env(device, timeout_s=recipe.train.ddp_timeout_s)
     if ctx.enabled and device.type == "cuda":
         device = torch.device("cuda", ctx.local_rank)
         torch.cuda.set_device(device)
-    where: dict[str, Path] = {}
+    claimed: list[RunFolder] = []  # the run folder, once this run has created it
     try:
-        result = _train(recipe, device, ctx, point, progress, stop_after_epoch, console, where)
+        result = _train(recipe, device, ctx, point, progress, stop_after_epoch, console, claimed)
         result.threads, result.is_main, result.epochs = n_threads, ctx.is_main, recipe.train.epochs
         result.removed = point.removed if point is not None else []
         return result
     except KeyboardInterrupt:
-        run_dir = where.get("run_dir")
+        run_dir = point.run_dir if point is not None else (claimed[0].path if claimed else None)
         command = resume_command(run_dir, ctx) if run_dir is not None else None
         raise TrainingInterrupted(command, ctx.is_main) from None
+    except OSError as e:
+        failure = os_failure(e, claimed, resume)
+        if failure is None:
+            raise
+        raise failure from None
+    except RuntimeError as e:
+        failure = collective_failure(e, ctx, recipe.train.ddp_timeout_s)
+        if failure is None:
+            raise
+        raise failure from None
     finally:
         shutdown(ctx)
         torch.set_num_threads(previous_threads)
@@ -240,13 +240,16 @@ def _epoch_info(loss: float | None, status: str = "") -> str:
     return f"{text}  {status}".rstrip()
 
 
-def _train(recipe, device, ctx, point, progress, stop_after_epoch, console, where) -> TrainResult:
+def _train(recipe, device, ctx, point, progress, stop_after_epoch, console, claimed) -> TrainResult:
     t_cfg = recipe.train
     torch.manual_seed(t_cfg.seed)
     np.random.seed(t_cfg.seed % (2**32))
 
     # Everything that can fail on user input happens before the run folder exists.
     bundle = load_data(recipe.data)
+    for split in ("train", "val", "test"):
+        if len(bundle.split(split)) == 0:
+            raise UserError(f"data {recipe.data.name}: the {split} split is empty; nothing to train or select on")
     model = create_model(
         recipe.model.arch, num_classes=bundle.num_classes, in_channels=bundle.in_channels, **recipe.model.options
     ).to(device)
@@ -276,13 +279,21 @@ def _train(recipe, device, ctx, point, progress, stop_after_epoch, console, wher
             atomic_write_text(run_dir / "recipe.yaml", recipe.to_yaml())
             atomic_write_text(run_dir / "data.json", json.dumps(bundle.describe(), indent=2, default=str))
     else:
-        run_dir = _new_run_dir(recipe, bundle) if ctx.is_main else None
-        run_dir = Path(ctx.broadcast_object(str(run_dir) if run_dir else None))
-        if ctx.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(run_dir / "recipe.yaml", recipe.to_yaml())
-            atomic_write_text(run_dir / "data.json", json.dumps(bundle.describe(), indent=2, default=str))
-    where["run_dir"] = run_dir
+
+        def start() -> str:  # rank 0; a UserError here reaches every rank (one line, exit 2)
+            claimed.append(_new_run_dir(recipe, bundle))
+            folder = claimed[0].path
+            try:
+                atomic_write_text(folder / "recipe.yaml", recipe.to_yaml())
+                atomic_write_text(folder / "data.json", json.dumps(bundle.describe(), indent=2, default=str))
+            except OSError as e:
+                failure = os_failure(e, claimed, None)
+                if failure is None:
+                    raise
+                raise failure from None
+            return str(folder)
+
+        run_dir = Path(ctx.run_on_main(start))
 
     net: nn.Module = model
     if ctx.enabled:

@@ -15,6 +15,7 @@ __all__ = [
     "list_models",
     "model_defaults",
     "register_model",
+    "symmetry_of",
 ]
 
 

@@ -20,7 +20,7 @@ class CatalogEntry:
     name: str
     module: str  # the module whose import registers the builder
     description: str
-    symmetry: str
+    symmetry_text: str  # the declared symmetry at the default options, as `volrot models` shows it
     defaults: dict[str, Any] = field(default_factory=dict)
 
 
@@ -31,7 +31,7 @@ BUILTIN: dict[str, CatalogEntry] = {
             "equilopo",
             "volrot.models.equilopo",
             "EquiLoPO ResNet: SO(3)-Fourier group convs, local polynomial ReLU on SO(3), invariant logits",
-            "so3",
+            "SO(3) (exact: O, 24 grid elements)",
             {"blocks": 8, "activation": "local", "channels": 4, "lmax": 1, "filter_lmax": 2,
              "coefficients": "adaptive", "dropout": 0.0},  # fmt: skip
         ),
@@ -39,14 +39,14 @@ BUILTIN: dict[str, CatalogEntry] = {
             "gcnn",
             "volrot.models.gcnn",
             "Regular 3D group-conv CNN (Winkels & Cohen) on O/Oh/D4/D4h; invariant to its group",
-            "octahedral",
+            "O (exact: O, 24 grid elements)",
             {"group": "O", "width": 16, "width_mode": "params", "kernel_size": 3},
         ),
         CatalogEntry(
             "gmr",
             "volrot.models.gmr",
             "GMR-Conv 3D ResNet-18 (radial Gaussian-shell kernels); exactly invariant to the 48 grid symmetries",
-            "octahedral+reflections",
+            "Oh (exact: Oh, 48 grid elements)",
             {"width": 16, "kernel_sizes": (7, 7, 5, 5), "conv_form": "dense"},
         ),
         CatalogEntry(
@@ -60,7 +60,7 @@ BUILTIN: dict[str, CatalogEntry] = {
             "steerable",
             "volrot.models.steerable",
             "3D steerable CNN (Weiler et al. 2018) on e3nn irreps: gated, band-limited, blur-pooled; SO(3)-equivariant",
-            "so3",
+            "SO(3) (exact: O, 24 grid elements)",
             {"width": 8, "lmax": 2, "blocks": 1, "kernel_size": 5, "pooling": "blur", "reflections": False,
              "dropout": 0.0},  # fmt: skip
         ),
@@ -77,13 +77,14 @@ def catalog_names() -> list[str]:
     return sorted(names)
 
 
-def catalog_entry(name: str):
-    """The table entry for `name` (a registered plugin's registry entry); `UserError` if unknown."""
+def catalog_entry(name: str) -> CatalogEntry:
+    """The table entry for `name` (also for a plugin registered in this process); `UserError` if unknown."""
     if name in BUILTIN:
         return BUILTIN[name]
     registry = sys.modules.get("volrot.models.registry")
     if registry is not None and name in registry._REGISTRY:
-        return registry._REGISTRY[name]
+        e = registry._REGISTRY[name]
+        return CatalogEntry(name, e.builder.__module__, e.description, e.symmetry_of().describe(), dict(e.defaults))
     raise UserError(f"unknown arch '{name}' (available: {', '.join(catalog_names())})")
 
 
