@@ -203,6 +203,9 @@ def check_values(recipe: Recipe, source: str = "recipe") -> None:
     _need(t.batch_size >= 1, source, "train.batch_size", "at least 1", t.batch_size)
     _need(t.num_workers >= 0, source, "train.num_workers", "0 or more", t.num_workers)
     _need(t.ddp_timeout_s > 0, source, "train.ddp_timeout_s", "a positive number of seconds", t.ddp_timeout_s)
+    _need(t.threads is None or t.threads >= 1, source, "train.threads", "at least 1 (or null: automatic)", t.threads)
+    _need(o.schedule_epochs is None or o.schedule_epochs >= 1, source, "optim.schedule_epochs",
+          "at least 1 (or null: train.epochs)", o.schedule_epochs)  # fmt: skip
     _need(d.size >= 2, source, "data.size", "at least 2", d.size)
     _need(d.max_samples is None or d.max_samples >= 1, source, "data.max_samples", "at least 1 (or null for all)", d.max_samples)
     if t.name is not None:

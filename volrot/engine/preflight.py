@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from volrot.config import Recipe, canonical_name, validate_model_options
+from volrot.config import Recipe, canonical_name, check_values, validate_model_options
 from volrot.device import check_device_name, check_threads
 from volrot.errors import UserError
 
@@ -41,9 +41,5 @@ def check_recipe(recipe: Recipe) -> None:
     check_threads(t.threads)
     if t.augment not in AUGMENTATIONS:
         raise UserError(f"unknown augmentation '{t.augment}' (choose from: {', '.join(AUGMENTATIONS)})")
-    if t.epochs < 1 or t.batch_size < 1:
-        raise UserError("train.epochs and train.batch_size must be at least 1")
-    s = recipe.optim.schedule_epochs
-    if s is not None and s < 1:
-        raise UserError(f"optim.schedule_epochs must be at least 1, got {s}")
+    check_values(recipe)  # ranges (also checked when the recipe is read; a Recipe can be edited since)
     check_data_name(recipe.data.name)
