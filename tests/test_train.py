@@ -115,6 +115,9 @@ def test_torchrun_two_gloo_processes_match_single_process_eval(tmp_path):
         assert single["loss"] == pytest.approx(recorded[split]["loss"], rel=1e-5)
     # rank 0 alone wrote the log: one line per epoch
     assert len((out / "ddp" / "metrics.jsonl").read_text(encoding="utf-8").splitlines()) == 1
+    # rank 0 alone printed the results table and the paths
+    assert proc.stdout.count("run folder:") == 1 and proc.stdout.count("checkpoint:") == 1, proc.stdout
+    assert proc.stdout.count("best val AUC") == 1, proc.stdout
 
 
 def test_arch_and_data_flags_pick_the_shipped_pair_recipe():

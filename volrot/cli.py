@@ -26,7 +26,7 @@ app = typer.Typer(
         "    volrot eval-rotated runs/<run>/best.safetensors --angles 30"
     ),
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
@@ -49,11 +49,24 @@ def user_errors(fn):
                 # the message is text, not markup: "[1, 16, 16]" or "[/tmp/x]" must print as written
                 err_console.print(f"[bold red]error:[/] {rich.markup.escape(str(e))}", markup=True)
             raise typer.Exit(code=UserError.exit_code) from None
-        except KeyboardInterrupt:
-            err_console.print("interrupted")
+        except KeyboardInterrupt as e:
+            if getattr(e, "is_main", True):  # torchrun: rank 0 alone reports
+                err_console.print("interrupted")
+                command = getattr(e, "resume_command", None)
+                if command:
+                    err_console.print(f"continue with: {command}", markup=False)
             raise typer.Exit(code=130) from None
 
     return wrapper
+
+
+def _before_heavy_imports(threads: int | None, *, checkpoint: Path | None = None, what: str = "checkpoint") -> None:
+    """Fast checks before torch is imported, then the CPU thread count (`volrot.device.apply_threads`)."""
+    from volrot.device import apply_threads
+
+    if checkpoint is not None and not checkpoint.exists():
+        raise UserError(f"{what} not found: {checkpoint}")
+    apply_threads(threads)
 
 
 def _quiet_rank() -> bool:
@@ -77,6 +90,9 @@ def _main(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for user errors too."),
 ):
     _state["debug"] = debug
+    from volrot.device import prefer_passive_wait
+
+    prefer_passive_wait()  # before torch loads: waiting OpenMP threads must not spin on a busy machine
 
 
 @app.command(
@@ -86,6 +102,8 @@ def _main(
         "  volrot train --arch equilopo --data nodule     # paper recipe for EquiLoPO on NoduleMNIST3D\n\n"
         "  volrot train --recipe resnet3d_shapes --set optim.lr=0.01 --augment so3\n\n"
         "  volrot train --resume runs/resnet3d-shapes-20261122-101500\n\n"
+        "  volrot train --resume runs/resnet3d-shapes-20261122-101500 --epochs 10   # extend\n\n"
+        "  volrot train --arch equilopo --data nodule --dry-run\n\n"
         "  torchrun --nproc-per-node 4 -m volrot train --arch resnet3d --data organ"
     )
 )
@@ -111,27 +129,73 @@ def train(
     verify: Optional[bool] = typer.Option(
         None, "--verify/--no-verify", help="MedMNIST: MD5 mismatch is an error (default) or a warning (data.verify)."
     ),
-    resume: Optional[Path] = typer.Option(None, help="Continue the run in this run folder."),
+    resume: Optional[Path] = typer.Option(
+        None, help="Continue the run in this run folder (with --epochs N: extend it to N epochs)."
+    ),
+    threads: Optional[int] = typer.Option(
+        None, help="CPU threads (train.threads); default: $OMP_NUM_THREADS, else the idle cores.", min=1
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print the effective recipe and the parameter count; train and write nothing."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
     """Train a model; ends with validation/test ACC and AUC and the run folder."""
+    flags = dict(
+        arch=arch, data=data, root=root, size=size, epochs=epochs, batch_size=batch_size, lr=lr,
+        seed=seed, device=device, out=out, augment=augment, name=name, download=download, verify=verify,
+        threads=threads,
+    )  # fmt: skip
+    if resume is not None:
+        _train_resume(resume, flags, set_, recipe, dry_run, quiet)
+    else:
+        _train_new(recipe, flags, set_, dry_run, quiet)
+
+
+def _train_new(recipe, flags, set_, dry_run: bool, quiet: bool) -> None:
     from volrot.config import build_recipe
+    from volrot.engine.preflight import check_recipe
+
+    rec = build_recipe(recipe, flags, set_)
+    check_recipe(rec)  # before torch is imported: a typo is refused at once
+    if dry_run:
+        from volrot.engine.dry_run import dry_run as plan, print_plan
+
+        print_plan(plan(rec), console)
+        return
     from volrot.engine.train import train as run_training
 
-    if resume is not None:
-        given = [recipe, arch, data, root, size, epochs, batch_size, lr, seed, device, out, augment, name, download, verify]
-        if set_ or any(v is not None for v in given):
-            raise UserError("--resume takes the run's own recipe; it cannot be combined with other options")
-        result = run_training(None, resume=resume, progress=not quiet, console=console)
-    else:
-        flags = dict(
-            arch=arch, data=data, root=root, size=size, epochs=epochs, batch_size=batch_size, lr=lr,
-            seed=seed, device=device, out=out, augment=augment, name=name, download=download, verify=verify,
-        )
-        rec = build_recipe(recipe, flags, set_)
-        result = run_training(rec, progress=not quiet, console=console)
+    _print_training(run_training(rec, progress=not quiet, console=console))
+
+
+def _train_resume(resume: Path, flags, set_, recipe, dry_run: bool, quiet: bool) -> None:
+    extra = [k for k, v in flags.items() if v is not None and k not in ("epochs", "threads")]
+    if set_ or recipe is not None or extra or dry_run:
+        raise UserError("--resume takes the run's own recipe; only --epochs, --threads and -q go with it")
+    if not resume.is_dir():
+        raise UserError(f"--resume {resume}: no such run folder")
+    from volrot.engine.train import train as run_training
+
+    result = run_training(
+        None, resume=resume, epochs=flags["epochs"], threads=flags["threads"], progress=not quiet, console=console
+    )
+    _print_training(result)
+
+
+def _print_training(result) -> None:
     from volrot.engine.train_report import print_result
 
+    if not result.is_main:  # torchrun: rank 0 alone reports
+        return
+    for p in result.removed:
+        console.print(f"removed a temporary file of an interrupted write: {p}", highlight=False, soft_wrap=True)
+    if result.completed and result.trained_epochs == 0:
+        console.print(
+            f"nothing was trained: {result.run_dir} has finished its {result.epochs} epochs "
+            f"(extend it with: volrot train --resume {result.run_dir} --epochs N)",
+            highlight=False,
+            soft_wrap=True,
+        )
     print_result(result, console)
 
 
@@ -141,17 +205,32 @@ def models():
     """List the registered architectures and their options."""
     from rich.table import Table
 
-    from volrot.models import get_entry, list_models
+    from volrot.models.catalog import catalog_entry, catalog_names
 
     table = Table(title="volrot architectures")
     table.add_column("arch", style="bold")
     table.add_column("symmetry (defaults)")
     table.add_column("options (defaults)")
     table.add_column("description")
-    for n in list_models():
-        e = get_entry(n)
-        table.add_row(n, e.symmetry_of().describe(), ", ".join(f"{k}={v}" for k, v in e.defaults.items()), e.description)
+    for n in catalog_names():
+        e = catalog_entry(n)
+        table.add_row(n, e.symmetry_text, ", ".join(f"{k}={v}" for k, v in e.defaults.items()), e.description)
     console.print(table)
+
+
+@app.command(
+    epilog=(
+        "Examples:\n\n"
+        "  volrot runs                 # the runs under runs/\n\n"
+        "  volrot runs experiments/    # another train.out folder"
+    )
+)
+@user_errors
+def runs(folder: Path = typer.Argument(Path("runs"), help="Folder holding run folders (train.out).")):
+    """Table of the runs in a folder: arch, data, epochs, best epoch, test and rotated metrics, time."""
+    from volrot.engine.runs import list_runs, print_runs
+
+    print_runs(list_runs(folder), console, folder)
 
 
 @app.command(
@@ -180,12 +259,16 @@ def eval_rotated(
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
     out: Optional[Path] = typer.Option(None, help="Report folder (default: <checkpoint folder>/eval-rotated)."),
     max_samples: Optional[int] = typer.Option(None, "--max-samples", help="Evaluate the first N volumes only."),
+    threads: Optional[int] = typer.Option(
+        None, help="CPU threads; default: $OMP_NUM_THREADS, else the idle cores.", min=1
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
     """Measure ACC/AUC and logit invariance under 3D rotations of the test set.
 
     Writes report.json, report.csv and report.png and prints a summary table.
-    """
+        """
+    _before_heavy_imports(threads, checkpoint=checkpoint)
     from volrot.engine.eval_rotated import evaluate_checkpoint
     from volrot.engine.rotated_report import print_report
 
@@ -217,6 +300,7 @@ def export(
     tolerance: float = typer.Option(1e-4, help="Largest accepted max|Δlogit| / max|logit|."),
 ):
     """Export a checkpoint to ONNX / TorchScript / torch.export with metadata, verified against the eager model."""
+    _before_heavy_imports(None, checkpoint=checkpoint)
     from volrot.artifacts.export import export_checkpoint
 
     report = export_checkpoint(checkpoint, format, out, exporter=exporter, samples=sample, tolerance=tolerance)
@@ -254,9 +338,13 @@ def predict(
     tta: str = typer.Option("none", help="Test-time augmentation: none | octahedral (mean over the 24 grid rotations)."),
     batch_size: int = typer.Option(8, "--batch-size", help="Volumes per forward pass."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
+    threads: Optional[int] = typer.Option(
+        None, help="CPU threads; default: $OMP_NUM_THREADS, else the idle cores.", min=1
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
     """Predict classes of NIfTI files or DICOM series folders; bad inputs become error rows (exit 2 at the end)."""
+    _before_heavy_imports(threads, checkpoint=model, what="model file")
     from volrot.inference.predict import predict_files
 
     report = predict_files(
@@ -305,6 +393,10 @@ def inspect_activation(
     seed: int = typer.Option(0, help="Seed of the volume and function draws."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
     out: Optional[Path] = typer.Option(None, help="Output folder (default: <checkpoint folder>/inspect-activation)."),
+
+    threads: Optional[int] = typer.Option(
+        None, help="CPU threads; default: $OMP_NUM_THREADS, else the idle cores.", min=1
+    ),
 ):
     """Plot what the SO(3) activations do and measure feature-level equivariance.
 
@@ -313,6 +405,7 @@ def inspect_activation(
     the sampled maximum. Every arch: feature-map montage for an input and its copy rotated by 90°
     about z, and the equivariance error per layer. Writes PNGs and inspect.json, prints tables.
     """
+    _before_heavy_imports(threads, checkpoint=checkpoint)
     from volrot.inspection import inspect_checkpoint, print_report
 
     report, paths = inspect_checkpoint(

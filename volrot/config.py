@@ -58,6 +58,9 @@ class OptimConfig:
     momentum: float = 0.9  # sgd only
     milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # fractions of epochs
     gamma: float = 0.1
+    # The epoch count the milestones are fractions of (default: train.epochs). A run extended
+    # with `--resume RUN --epochs N` keeps its original value, so its schedule is not re-derived.
+    schedule_epochs: int | None = None
 
 
 @dataclass
@@ -71,6 +74,7 @@ class TrainConfig:
     num_workers: int = 0
     out: str = "runs"
     name: str | None = None  # run folder name; default <arch>-<data>-<timestamp>
+    threads: int | None = None  # CPU threads; default OMP_NUM_THREADS, else the idle cores
     ddp_timeout_s: float = 600.0  # torchrun: a collective waiting longer than this ends the run
 
 
@@ -199,6 +203,9 @@ def check_values(recipe: Recipe, source: str = "recipe") -> None:
     _need(t.batch_size >= 1, source, "train.batch_size", "at least 1", t.batch_size)
     _need(t.num_workers >= 0, source, "train.num_workers", "0 or more", t.num_workers)
     _need(t.ddp_timeout_s > 0, source, "train.ddp_timeout_s", "a positive number of seconds", t.ddp_timeout_s)
+    _need(t.threads is None or t.threads >= 1, source, "train.threads", "at least 1 (or null: automatic)", t.threads)
+    _need(o.schedule_epochs is None or o.schedule_epochs >= 1, source, "optim.schedule_epochs",
+          "at least 1 (or null: train.epochs)", o.schedule_epochs)  # fmt: skip
     _need(d.size >= 2, source, "data.size", "at least 2", d.size)
     _need(d.max_samples is None or d.max_samples >= 1, source, "data.max_samples", "at least 1 (or null for all)", d.max_samples)
     if t.name is not None:
@@ -284,10 +291,10 @@ def find_recipe(arch: str, dataset: str) -> Path | None:
 
 
 def validate_model_options(recipe: Recipe) -> None:
-    """Fail early (before any data is read) on an unknown arch or arch option."""
-    from volrot.models import check_model_options
+    """Fail early (before any data is read, torch not imported) on an unknown arch or arch option."""
+    from volrot.models.catalog import check_options
 
-    check_model_options(recipe.model.arch, recipe.model.options)
+    check_options(recipe.model.arch, recipe.model.options)
 
 
 #: `volrot train` flags and the recipe keys they set.
@@ -306,6 +313,7 @@ FLAG_KEYS = {
     "name": ("train", "name"),
     "download": ("data", "download"),
     "verify": ("data", "verify"),
+    "threads": ("train", "threads"),
 }
 
 

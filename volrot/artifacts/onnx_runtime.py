@@ -27,7 +27,7 @@ import numpy as np
 
 from volrot.artifacts.card import EXPORT, ModelCard
 from volrot.artifacts.safety import sniff
-from volrot.device import onnx_providers
+from volrot.device import onnx_providers, onnx_threads
 from volrot.errors import UserError
 
 METADATA_KEY = "volrot"
@@ -185,6 +185,7 @@ class OnnxSession:
             raise UserError("running an ONNX model needs onnxruntime (pip install onnxruntime)") from None
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only; ours are reported as UserErrors
+        options.intra_op_num_threads = onnx_threads()  # --threads (0: onnxruntime's default)
         try:
             self.session = ort.InferenceSession(data, sess_options=options, providers=onnx_providers(device))
         except UserError:

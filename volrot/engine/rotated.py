@@ -44,6 +44,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from volrot.engine.metrics import compute_metrics
 from volrot.errors import UserError
+from volrot.progress import TaskProgress
 from volrot.so3.check import relative_error
 from volrot.so3.groups import octahedral
 from volrot.so3.sampling import RotationSet, axis_sweep, haar, octahedral_set, so3_grid
@@ -215,9 +216,11 @@ def evaluate_rotated(
     ref_logits, labels = [], []
     rot_logits = [[] for _ in plan]  # per protocol: list over batches of (m_total, B, K)
     input_shape = None
-    bar = _progress_bar(progress)
+    bar = TaskProgress(
+        progress, f"eval-rotated {plan[0].name}", len(loader) * rows_total, unit="rotated batches",
+        clock="remaining", transient=True,
+    )  # fmt: skip
     with torch.inference_mode(), bar:
-        task_id = bar.add_task("rotated evaluation", total=len(loader) * rows_total) if progress else None
         for xb, yb in loader:
             x = prepare_volume(xb.to(device=device, dtype=torch.float32), mask)
             if input_shape is None:
@@ -233,8 +236,7 @@ def evaluate_rotated(
                     xr = _rotate(x, proto, idx, mask)
                     out = _forward(model, xr.reshape(-1, *x.shape[1:]))
                     chunks.append(out.reshape(len(idx), len(x), -1))
-                    if progress:
-                        bar.advance(task_id, len(idx))
+                    bar.advance(len(idx), description=f"eval-rotated {proto.name}")
                 rot_logits[k].append(torch.cat(chunks).cpu())
     ref = torch.cat(ref_logits).double().numpy()
     y = torch.cat(labels).numpy().astype(np.int64)
@@ -339,18 +341,6 @@ def _summary(rows: list[dict], method: str, details: dict) -> dict[str, Any]:
         "rel_dlogit": stat(np.max, "rel_dlogit"),
         "details": details,
     }
-
-
-def _progress_bar(enabled: bool):
-    if not enabled:
-        from contextlib import nullcontext
-
-        return nullcontext()
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True
-    )
 
 
 def _json_safe(obj):

@@ -93,13 +93,21 @@ def register_model(name: str, *, description: str, symmetry: Callable[..., Symme
     return deco
 
 
-def _ensure_builtin_models() -> None:
-    # Importing the package modules registers the built-in architectures.
-    import volrot.models  # noqa: F401
+def _ensure_builtin_models(name: str | None = None) -> None:
+    """Import the module(s) that register the built-in architectures: only `name`'s when given."""
+    import importlib
+
+    from volrot.models.catalog import BUILTIN
+
+    if name is not None and name in _REGISTRY:
+        return
+    entries = [BUILTIN[name]] if name in BUILTIN else BUILTIN.values()
+    for entry in entries:
+        importlib.import_module(entry.module)
 
 
 def get_entry(name: str) -> ModelEntry:
-    _ensure_builtin_models()
+    _ensure_builtin_models(name)
     try:
         return _REGISTRY[name]
     except KeyError:
