@@ -166,7 +166,8 @@ def eval_rotated(
     mask: str = typer.Option("sphere", help="sphere (zero outside the inscribed sphere) | pad | none."),
     batch_size: int = typer.Option(32, "--batch-size", help="Volumes per forward pass."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
-    out: Optional[Path] = typer.Option(None, help="Report folder (default: <checkpoint folder>/eval-rotated)."),
+    out: Optional[Path] = typer.Option(None, help="Report folder (default: a new <checkpoint folder>/eval-rotated/<date>-<time>/)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite the report in an existing --out folder."),
     max_samples: Optional[int] = typer.Option(None, "--max-samples", help="Evaluate the first N volumes only."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
@@ -179,7 +180,8 @@ def eval_rotated(
 
     report, paths = evaluate_checkpoint(
         checkpoint, data=data, root=root, split=split, protocols=protocol, angles=angles, n=n, seed=seed,
-        mask=mask, batch_size=batch_size, device=device, max_samples=max_samples, out=out, progress=not quiet,
+        mask=mask, batch_size=batch_size, device=device, max_samples=max_samples, out=out, force=force,
+        progress=not quiet,
     )  # fmt: skip
     print_report(report, console)
     console.print(f"report: {paths['report.json'].parent}  ({', '.join(paths)})")
@@ -292,7 +294,8 @@ def inspect_activation(
     grid_deg: float = typer.Option(20.0, "--grid-deg", help="Spacing (degrees) of the SO(3) grid the functions are evaluated on."),
     seed: int = typer.Option(0, help="Seed of the volume and function draws."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
-    out: Optional[Path] = typer.Option(None, help="Output folder (default: <checkpoint folder>/inspect-activation)."),
+    out: Optional[Path] = typer.Option(None, help="Output folder (default: a new <checkpoint folder>/inspect-activation/<date>-<time>/)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite the report in an existing --out folder."),
 ):
     """Plot what the SO(3) activations do and measure feature-level equivariance.
 
@@ -305,7 +308,7 @@ def inspect_activation(
 
     report, paths = inspect_checkpoint(
         checkpoint, data=data, root=root, split=split, samples=samples, layer=layer, functions=functions,
-        grid_deg=grid_deg, seed=seed, device=device, out=out,
+        grid_deg=grid_deg, seed=seed, device=device, out=out, force=force,
     )  # fmt: skip
     print_report(report, console)
     console.print(f"wrote {len(paths)} files to {paths['inspect.json'].parent} in {report.meta['elapsed_s']:.1f} s")

@@ -196,16 +196,20 @@ def inspect_checkpoint(
     seed: int = 0,
     device: str = "auto",
     out: str | Path | None = None,
+    force: bool = False,
 ) -> tuple[InspectReport, dict[str, Path]]:
     """Load a checkpoint and `samples` seeded volumes of its data (`split`), inspect, write files
-    to `out` (default `<checkpoint folder>/inspect-activation`)."""
+    to `out` (default: a new folder `<checkpoint folder>/inspect-activation/<YYYYmmdd-HHMMSS>`;
+    an existing `out` holding files is refused before any work unless `force`)."""
     from volrot.device import resolve_device
     from volrot.engine.checkpoint_data import check_split, checkpoint_split
+    from volrot.fileio import check_report_dir, write_report_dir
     from volrot.so3.sampling import so3_grid
 
     t0 = time.perf_counter()
     path = Path(checkpoint)
     check_split(split)
+    check_report_dir(out, force=force)
     if samples < 1:
         raise UserError(f"--samples must be >= 1, got {samples}")
     if functions < 1:
@@ -238,7 +242,9 @@ def inspect_checkpoint(
         "volrot_version": volrot.__version__,
     }
     report.meta["elapsed_s"] = round(time.perf_counter() - t0, 2)
-    paths = write_report(report, Path(out) if out is not None else path.parent / "inspect-activation")
+    paths = write_report_dir(
+        lambda folder: write_report(report, folder), out=out, default_parent=path.parent / "inspect-activation", force=force
+    )
     return report, paths
 
 
