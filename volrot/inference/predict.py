@@ -3,6 +3,7 @@
     from volrot import load_model                 # a checkpoint (torch)
     model = load_model("runs/<run>/best.safetensors")
     model.predict("scan.nii.gz")                   # {"label": ..., "probabilities": {...}, ...}
+    report = model.predict_many(["a.nii.gz", "dicom/"])  # rows with an "error" field, as `volrot predict`
 
     from volrot.inference import OnnxModel        # an ONNX export (onnxruntime + numpy; no torch)
     OnnxModel("model.onnx").predict("dicom/series_folder/")
@@ -48,6 +49,7 @@ class Predictor:
         self.model = model
         self.meta = meta
         self.device = device if device is not None else next(iter(model.parameters()), torch.zeros(0)).device
+        self.path: Path | None = None  # the checkpoint file, when loaded by `load_model`
 
     @property
     def class_names(self) -> list[str]:
@@ -61,7 +63,13 @@ class Predictor:
         return out.float().cpu().numpy()
 
     def predict(self, path: str | Path, tta: str = "none") -> dict[str, Any]:
+        """One input; a bad one raises `UserError` (see `predict_many` for batches)."""
         return predict_one(self, path, tta=tta)
+
+    def predict_many(self, paths: Sequence[str | Path], tta: str = "none", batch_size: int = 8) -> PredictReport:
+        """Many inputs (files, series folders, folders of them) as `volrot predict` does: a bad
+        input becomes a row with `error` set and never stops the others; see `predict_many`."""
+        return predict_many(self, paths, tta=tta, batch_size=batch_size)
 
 
 def load_model(path: str | Path, device: str = "cpu") -> Predictor:
@@ -71,7 +79,9 @@ def load_model(path: str | Path, device: str = "cpu") -> Predictor:
 
     dev = resolve_device(str(device))
     model, meta = load_checkpoint(path, device=dev)
-    return Predictor(model, meta, dev)
+    predictor = Predictor(model, meta, dev)
+    predictor.path = Path(path)
+    return predictor
 
 
 class OnnxModel:
@@ -93,6 +103,10 @@ class OnnxModel:
 
     def predict(self, path: str | Path, tta: str = "none") -> dict[str, Any]:
         return predict_one(self, path, tta=tta)
+
+    def predict_many(self, paths: Sequence[str | Path], tta: str = "none", batch_size: int = 8) -> PredictReport:
+        """As `Predictor.predict_many`: one row per input, errors as rows."""
+        return predict_many(self, paths, tta=tta, batch_size=batch_size)
 
 
 def _runner(model) -> Callable[[np.ndarray], np.ndarray]:
@@ -152,25 +166,22 @@ def predict_one(model, path: str | Path, tta: str = "none") -> dict[str, Any]:
     return row
 
 
-def predict_files(
-    model: str | Path,
+def predict_many(
+    model,
     inputs: Sequence[str | Path],
     *,
-    out: str | Path | None = None,
     tta: str = "none",
     batch_size: int = 8,
-    device: str = "auto",
     progress: bool = False,
     console=None,
 ) -> PredictReport:
-    """Predict every input; a bad input gives a row with `error` set and the others go on.
-
-    The output file (CSV or JSON by suffix) is written atomically once all rows exist, so it is
-    always complete. The caller decides the exit status from `report.errors`."""
-    out_path = check_output_path(out)
+    """Predict every input with a loaded model (`volrot.load_model` or `OnnxModel`), as
+    `volrot predict` does: folders are expanded (`find_inputs`), and a bad input gives a row
+    with `error` set (one line) while the others go on. Returns a `PredictReport`: `.rows` in
+    input order (path, label, probability, probabilities, preprocessing, error), `.errors`."""
+    run = _runner(model)
     if batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {batch_size}")
-    run = open_model(model, device=device)
     meta = run.meta
     class_names = list(meta["class_names"])
     pipeline = InputPipeline(meta)
@@ -210,14 +221,43 @@ def predict_files(
         if bar:
             bar.stop()
 
-    report = PredictReport(
+    path = getattr(run, "path", None)
+    return PredictReport(
         rows=rows,
         class_names=class_names,
-        model={"path": str(model), "arch": meta.get("arch"), "format": meta.get("format"), "input_shape": list(pipeline.input_shape)},
-        out=out_path,
+        model={
+            "path": None if path is None else str(path),
+            "arch": meta.get("arch"),
+            "format": meta.get("format"),
+            "input_shape": list(pipeline.input_shape),
+        },
         tta=tta,
         preprocessing=pipeline.describe(),
     )
+
+
+def predict_files(
+    model: str | Path,
+    inputs: Sequence[str | Path],
+    *,
+    out: str | Path | None = None,
+    tta: str = "none",
+    batch_size: int = 8,
+    device: str = "auto",
+    progress: bool = False,
+    console=None,
+) -> PredictReport:
+    """`volrot predict`: open the model file, `predict_many`, write the output file.
+
+    The output file (CSV or JSON by suffix) is written atomically once all rows exist, so it is
+    always complete. The caller decides the exit status from `report.errors`."""
+    out_path = check_output_path(out)
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {batch_size}")
+    run = open_model(model, device=device)
+    report = predict_many(run, inputs, tta=tta, batch_size=batch_size, progress=progress, console=console)
+    report.model["path"] = str(model)
+    report.out = out_path
     if out_path is not None:
         write_predictions(report, out_path)
     return report
