@@ -244,14 +244,18 @@ def predict(
     tta: str = typer.Option("none", help="Test-time augmentation: none | octahedral (mean over the 24 grid rotations)."),
     batch_size: int = typer.Option(8, "--batch-size", help="Volumes per forward pass."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
+    series_uid: Optional[str] = typer.Option(
+        None, "--series-uid", metavar="UID", help="DICOM folders holding several series: use the series with this SeriesInstanceUID."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
     """Predict classes of NIfTI files or DICOM series folders; bad inputs become error rows (exit 2 at the end)."""
     from volrot.inference.predict import predict_files
 
     report = predict_files(
-        model, inputs, out=out, tta=tta, batch_size=batch_size, device=device, progress=not quiet, console=err_console
-    )
+        model, inputs, out=out, tta=tta, batch_size=batch_size, device=device, series_uid=series_uid,
+        progress=not quiet, console=err_console,
+    )  # fmt: skip
     if out is None:
         from rich.table import Table
 
@@ -262,8 +266,12 @@ def predict(
             prob = "" if r["probability"] is None else f"{r['probability']:.3f}"
             table.add_row(r["path"], r["label"] or "", prob, r["error"] or "")
         console.print(table)
+    for s in report.skipped:
+        err_console.print(f"[yellow]skipped:[/] {s['path']} ({s['reason']})", markup=True, highlight=False)
     n_err = len(report.errors)
     summary = f"{len(report.rows) - n_err} of {len(report.rows)} inputs predicted"
+    if report.skipped:
+        summary += f"; {len(report.skipped)} image files of other formats skipped"
     if out is not None:
         summary += f"; wrote {out}"
     console.print(summary, highlight=False)

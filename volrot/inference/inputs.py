@@ -68,16 +68,18 @@ class InputPipeline:
             "note": f"trained on {self.trained_on} without file preprocessing: voxels used unchanged, no resampling",
         }
 
-    def load(self, path: Path) -> tuple[np.ndarray, dict[str, Any]]:
+    def load(self, path: Path, series_uid: str | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        """`series_uid` picks one series of a DICOM folder holding several (NIfTI: unused)."""
+        uid = series_uid if Path(path).is_dir() else None
         if self.spec is not None:
             from volrot.data.preprocess import preprocess_file
 
-            array = preprocess_file(path, self.spec)
+            array = preprocess_file(path, self.spec, series_uid=uid)
             summary = self.describe()
         else:
             from volrot.data.preprocess import load_volume
 
-            image = load_volume(path)
+            image = load_volume(path, series_uid=uid)
             array = np.asarray(image.array, dtype=np.float32)[None]
             if self.scale != 1.0:
                 array = array * np.float32(self.scale)
@@ -117,9 +119,32 @@ def _holds_dicom(folder: Path) -> bool:
     return False
 
 
-def find_inputs(paths: Iterable[str | Path]) -> list[Path]:
+# Image files a folder search passes over (it takes NIfTI files and DICOM series only), and what
+# to do instead; they are reported, never skipped without a word.
+SKIPPED_IMAGE_HINTS = {
+    ".hdr": "Analyze / NIfTI-pair header: convert the .hdr/.img pair to .nii.gz",
+    ".img": "Analyze / NIfTI-pair voxels: convert the .hdr/.img pair to .nii.gz",
+    ".mha": "MetaImage: convert to .nii.gz",
+    ".mhd": "MetaImage: convert to .nii.gz",
+    ".nrrd": "NRRD: convert to .nii.gz",
+    ".nhdr": "NRRD: convert to .nii.gz",
+    ".mgz": "FreeSurfer MGH: convert to .nii.gz",
+    ".mgh": "FreeSurfer MGH: convert to .nii.gz",
+    ".npy": "NumPy array (no geometry): save as .nii.gz with its voxel size",
+    ".npz": "NumPy arrays (no geometry): save as .nii.gz with its voxel size",
+}
+
+
+def skipped_hint(path: Path) -> str | None:
+    """Why a folder search passed over this image file, or None for a file that is no image."""
+    return SKIPPED_IMAGE_HINTS.get(path.suffix.lower())
+
+
+def find_inputs(paths: Iterable[str | Path], skipped: list[Path] | None = None) -> list[Path]:
     """Expand INPUT arguments: a file is used as given; a folder holding DICOM files is one
-    series; any other folder is searched (sorted, recursively) for NIfTI files and series."""
+    series; any other folder is searched (sorted, recursively) for NIfTI files and series.
+    Image files of other formats met in the search (`.hdr`, `.mha`, `.nrrd`...) are appended to
+    `skipped` (when given) so that the caller can say so."""
     found: list[Path] = []
 
     def walk(folder: Path) -> None:
@@ -133,6 +158,8 @@ def find_inputs(paths: Iterable[str | Path]) -> list[Path]:
                 walk(child)
             elif _is_nifti(child):
                 found.append(child)
+            elif skipped is not None and skipped_hint(child):
+                skipped.append(child)
 
     for raw in paths:
         p = Path(raw)

@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from volrot.errors import UserError
-from volrot.inference.inputs import InputPipeline, find_inputs
+from volrot.inference.inputs import InputPipeline, find_inputs, skipped_hint
 from volrot.inference.results import PredictReport, error_text, make_row
 from volrot.inference.tta import rotate_grid, tta_views
 from volrot.inference.writers import check_output_path, write_predictions
@@ -66,10 +66,12 @@ class Predictor:
         """One input; a bad one raises `UserError` (see `predict_many` for batches)."""
         return predict_one(self, path, tta=tta)
 
-    def predict_many(self, paths: Sequence[str | Path], tta: str = "none", batch_size: int = 8) -> PredictReport:
+    def predict_many(
+        self, paths: Sequence[str | Path], tta: str = "none", batch_size: int = 8, series_uid: str | None = None
+    ) -> PredictReport:
         """Many inputs (files, series folders, folders of them) as `volrot predict` does: a bad
         input becomes a row with `error` set and never stops the others; see `predict_many`."""
-        return predict_many(self, paths, tta=tta, batch_size=batch_size)
+        return predict_many(self, paths, tta=tta, batch_size=batch_size, series_uid=series_uid)
 
 
 def load_model(path: str | Path, device: str = "cpu") -> Predictor:
@@ -104,9 +106,11 @@ class OnnxModel:
     def predict(self, path: str | Path, tta: str = "none") -> dict[str, Any]:
         return predict_one(self, path, tta=tta)
 
-    def predict_many(self, paths: Sequence[str | Path], tta: str = "none", batch_size: int = 8) -> PredictReport:
+    def predict_many(
+        self, paths: Sequence[str | Path], tta: str = "none", batch_size: int = 8, series_uid: str | None = None
+    ) -> PredictReport:
         """As `Predictor.predict_many`: one row per input, errors as rows."""
-        return predict_many(self, paths, tta=tta, batch_size=batch_size)
+        return predict_many(self, paths, tta=tta, batch_size=batch_size, series_uid=series_uid)
 
 
 def _runner(model) -> Callable[[np.ndarray], np.ndarray]:
@@ -116,13 +120,14 @@ def _runner(model) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def open_model(path: str | Path, device: str = "auto"):
-    """A checkpoint (`.safetensors`, via `volrot.load_model`) or an ONNX export, by content."""
-    from volrot.artifacts.safety import sniff
+    """A checkpoint (`.safetensors`, via `volrot.load_model`) or an ONNX export: by content, and
+    by file name where the content is unrecognisable (`volrot.artifacts.safety.model_kind`)."""
+    from volrot.artifacts.safety import model_kind
 
     p = Path(path)
     if not p.is_file():
         raise UserError(f"model file not found: {p}")
-    kind = sniff(p)
+    kind = model_kind(p)
     if kind == "safetensors":
         return load_model(p, device=device)
     if kind == "pickle":
@@ -172,13 +177,16 @@ def predict_many(
     *,
     tta: str = "none",
     batch_size: int = 8,
+    series_uid: str | None = None,
     progress: bool = False,
     console=None,
 ) -> PredictReport:
     """Predict every input with a loaded model (`volrot.load_model` or `OnnxModel`), as
     `volrot predict` does: folders are expanded (`find_inputs`), and a bad input gives a row
     with `error` set (one line) while the others go on. Returns a `PredictReport`: `.rows` in
-    input order (path, label, probability, probabilities, preprocessing, error), `.errors`."""
+    input order (path, label, probability, probabilities, preprocessing, error), `.errors`, and
+    `.skipped`: image files of formats predict does not read, met in a folder (with a hint).
+    `series_uid` picks that series in DICOM folders holding several (NIfTI inputs ignore it)."""
     run = _runner(model)
     if batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {batch_size}")
@@ -186,9 +194,12 @@ def predict_many(
     class_names = list(meta["class_names"])
     pipeline = InputPipeline(meta)
     views = tta_views(tta, pipeline.input_shape)
-    files = find_inputs(inputs)
+    passed_over: list[Path] = []
+    files = find_inputs(inputs, skipped=passed_over)
+    skipped = [{"path": str(p), "reason": skipped_hint(p) or ""} for p in passed_over]
     if not files:
-        raise UserError("no inputs: give NIfTI files, DICOM series folders, or folders holding them")
+        also = f" ({len(skipped)} image files of other formats skipped, e.g. {skipped[0]['path']}: {skipped[0]['reason']})" if skipped else ""
+        raise UserError("no inputs: give NIfTI files, DICOM series folders, or folders holding them" + also)
     rows: list[dict[str, Any]] = [None] * len(files)  # type: ignore[list-item]
 
     bar = _progress(progress and len(files) > 1, console)
@@ -203,7 +214,7 @@ def predict_many(
                 try:
                     if not files[i].exists():
                         raise UserError(f"input not found: {files[i]}")
-                    array, summary = pipeline.load(files[i])
+                    array, summary = pipeline.load(files[i], series_uid=series_uid)
                     ready.append((i, array, {**summary, "tta": tta}))
                 except Exception as e:  # one bad input never stops the batch
                     rows[i] = make_row(files[i], class_names, None, None, error_text(e))
@@ -233,6 +244,7 @@ def predict_many(
         },
         tta=tta,
         preprocessing=pipeline.describe(),
+        skipped=skipped,
     )
 
 
@@ -244,6 +256,7 @@ def predict_files(
     tta: str = "none",
     batch_size: int = 8,
     device: str = "auto",
+    series_uid: str | None = None,
     progress: bool = False,
     console=None,
 ) -> PredictReport:
@@ -255,7 +268,9 @@ def predict_files(
     if batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {batch_size}")
     run = open_model(model, device=device)
-    report = predict_many(run, inputs, tta=tta, batch_size=batch_size, progress=progress, console=console)
+    report = predict_many(
+        run, inputs, tta=tta, batch_size=batch_size, series_uid=series_uid, progress=progress, console=console
+    )
     report.model["path"] = str(model)
     report.out = out_path
     if out_path is not None:
