@@ -102,6 +102,16 @@ def test_onnx_exporter_falls_back_to_dynamo(tmp_path, monkeypatch):
     assert report.exporter == "dynamo"
     assert len(report.attempts) == 1 and "kernel of unknown shape" in report.attempts[0]
     assert OnnxModel(tmp_path / "m.onnx").meta["export"]["opset"] == 18
+    # the CLI says which exporter was rejected and why, and which one was used
+    from typer.testing import CliRunner
+
+    from volrot.cli import app
+
+    res = CliRunner().invoke(app, ["export", str(ck), "--out", str(tmp_path / "m2.onnx")], terminal_width=200)
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert "rejected the torchscript exporter (RuntimeError: Unsupported: ONNX export of convolution" in text
+    assert "used the dynamo exporter instead" in text and "next one used" not in text
 
 
 @pytest.mark.parametrize("fmt", ["torchscript", "pt2"])

@@ -219,8 +219,11 @@ def export(
     for c in report.checks:
         table.add_row(c.name, f"{c.max_abs:.3g}", f"{c.max_rel:.3g}")
     console.print(table)
-    for line in report.attempts:
-        console.print(f"[yellow]exporter failed, next one used:[/] {line}")
+    for line in report.attempts:  # "<exporter>: <why it was rejected>", in the order tried
+        tried, _, why = line.partition(": ")
+        console.print(
+            f"[yellow]rejected the {tried} exporter[/] ({why}); used the {report.exporter} exporter instead", highlight=False
+        )
     for line in report.notes:
         console.print(f"note: {line}")
     console.print(
