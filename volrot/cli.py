@@ -16,6 +16,65 @@ from rich.console import Console
 import volrot
 from volrot.errors import UserError
 
+# --- help text: metavars instead of Python types (`<list[str]>`) ---------------------------------
+
+
+def _metavar(param) -> str:
+    """PATH, INT, FLOAT or TEXT from the parameter's type; nothing for a flag."""
+    from typing import get_args, get_origin
+
+    if getattr(param, "is_flag", False):
+        return ""
+    desc = getattr(param, "type_descriptor", None)  # Typer >= 0.2x; older Typer: a click type
+    kind = desc.annotation if desc is not None else getattr(param, "type", None)
+    if get_origin(kind) is list:
+        kind = get_args(kind)[0]
+    if desc is not None and desc.is_path or kind is Path or type(kind).__name__ == "Path":
+        return "PATH"
+    name = getattr(kind, "__name__", None) or getattr(kind, "name", "")
+    return {"int": "INT", "integer": "INT", "float": "FLOAT"}.get(str(name).lower(), "TEXT")
+
+
+def _set_metavars(params) -> None:
+    for p in params:
+        if p.param_type_name == "argument":
+            p.metavar = p.name.upper()
+            shown = _metavar(p) + ("..." if p.nargs == -1 else "")
+            p.display_type_rich = lambda ctx=None, shown=shown: shown  # Typer ignores an argument's metavar there
+        elif p.metavar is None:
+            p.metavar = _metavar(p)
+
+
+class _Command(typer.core.TyperCommand):
+    """Every command's help shows click-style metavars (PATH, INT, TEXT, MODEL...) where Typer
+    would print Python types such as `<list[str]>` or `<bool>`."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        _set_metavars(self.params)
+
+    def get_help_option(self, ctx):
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+
+class _Group(typer.core.TyperGroup):
+    """`volrot --help`: the same metavars as the commands."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        _set_metavars(self.params)
+
+    def get_help_option(self, ctx):
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+
+
 app = typer.Typer(
     name="volrot",
     help=(
@@ -28,6 +87,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
+    cls=_Group,
 )
 console = Console()
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -123,23 +183,32 @@ def train(
     print_result(result, console)
 
 
-@app.command()
+@app.command(
+    epilog=(
+        "Examples:\n\n"
+        "  volrot models\n\n"
+        "  volrot train --arch equilopo --set model.blocks=1 --set model.channels=2   # options from this table"
+    )
+)
 @user_errors
 def models():
-    """List the registered architectures and their options."""
+    """List the registered architectures, their symmetry and their options (with defaults)."""
+    from rich import box
     from rich.table import Table
 
     from volrot.models import get_entry, list_models
 
-    table = Table(title="volrot architectures")
-    table.add_column("arch", style="bold")
-    table.add_column("symmetry")
-    table.add_column("options (defaults)")
-    table.add_column("description")
+    # reads at 80 columns: one option per line, nothing cut (`…`); long words fold
+    table = Table(title="volrot architectures", box=box.SIMPLE_HEAD, show_lines=True, padding=(0, 1), pad_edge=False)
+    table.add_column("arch", style="bold", no_wrap=True)
+    table.add_column("symmetry", overflow="fold")
+    table.add_column("options (defaults)", no_wrap=True)
+    table.add_column("description", overflow="fold", min_width=20)
     for n in list_models():
         e = get_entry(n)
-        table.add_row(n, e.symmetry, ", ".join(f"{k}={v}" for k, v in e.defaults.items()), e.description)
+        table.add_row(n, e.symmetry.replace("+", "+\n"), "\n".join(f"{k}={v}" for k, v in e.defaults.items()), e.description)
     console.print(table)
+    console.print("Set an option with --set model.<option>=<value> (volrot train --help); details: docs/models.md")
 
 
 @app.command(
@@ -323,6 +392,11 @@ def inspect_activation(
     )  # fmt: skip
     print_report(report, console)
     console.print(f"wrote {len(paths)} files to {paths['inspect.json'].parent} in {report.meta['elapsed_s']:.1f} s")
+
+
+for _info in app.registered_commands:  # every command, including ones added above later
+    if _info.cls in (None, typer.core.TyperCommand):
+        _info.cls = _Command
 
 
 def main() -> None:
