@@ -13,7 +13,7 @@ model = load_model(model_file)
 report = model.predict_many(scans)  # NIfTI files (.nii, .nii.gz), DICOM series folders, folders of them
 for row in report.rows:
     if row["error"]:
-        print(f"{row['path']}: not classified: {row['error']}", file=sys.stderr)
+        print(f"not classified: {row['error']}", file=sys.stderr)  # the message names the file
     else:
         print(f"{row['path']}: {row['label']} ({row['probability']:.1%})")
 sys.exit(2 if report.errors else 0)

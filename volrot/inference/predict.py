@@ -225,7 +225,7 @@ def predict_many(
                         rows[i] = make_row(files[i], class_names, p, summary, None)
                 except Exception as e:
                     for i, _, summary in ready:
-                        rows[i] = make_row(files[i], class_names, None, summary, f"model failed on this batch: {error_text(e)}")
+                        rows[i] = make_row(files[i], class_names, None, summary, f"{files[i]}: model failed on this batch: {error_text(e)}")
             if bar:
                 bar.update(task, advance=len(chunk))
     finally:
