@@ -10,6 +10,7 @@ import functools
 from pathlib import Path
 from typing import List, Optional
 
+import rich.markup
 import typer
 from rich.console import Console
 
@@ -104,13 +105,24 @@ def user_errors(fn):
         except UserError as e:
             if _state["debug"]:
                 raise
-            err_console.print(f"[bold red]error:[/] {e}", markup=True)
+            if not _quiet_rank():  # under torchrun, rank 0 alone prints (every rank exits 2)
+                # the message is text, not markup: "[1, 16, 16]" or "[/tmp/x]" must print as written
+                err_console.print(f"[bold red]error:[/] {rich.markup.escape(str(e))}", markup=True)
             raise typer.Exit(code=UserError.exit_code) from None
         except KeyboardInterrupt:
             err_console.print("interrupted")
             raise typer.Exit(code=130) from None
 
     return wrapper
+
+
+def _quiet_rank() -> bool:
+    import os
+
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1")) > 1 and int(os.environ.get("RANK", "0")) != 0
+    except ValueError:
+        return False
 
 
 def _version(value: bool):
@@ -201,12 +213,12 @@ def models():
     # reads at 80 columns: one option per line, nothing cut (`…`); long words fold
     table = Table(title="volrot architectures", box=box.SIMPLE_HEAD, show_lines=True, padding=(0, 1), pad_edge=False)
     table.add_column("arch", style="bold", no_wrap=True)
-    table.add_column("symmetry", overflow="fold")
+    table.add_column("symmetry (defaults)", overflow="fold")
     table.add_column("options (defaults)", no_wrap=True)
     table.add_column("description", overflow="fold", min_width=20)
     for n in list_models():
         e = get_entry(n)
-        table.add_row(n, e.symmetry.replace("+", "+\n"), "\n".join(f"{k}={v}" for k, v in e.defaults.items()), e.description)
+        table.add_row(n, e.symmetry_of().describe(), "\n".join(f"{k}={v}" for k, v in e.defaults.items()), e.description)
     console.print(table)
     console.print("Set an option with --set model.<option>=<value> (volrot train --help); details: docs/models.md")
 
@@ -291,7 +303,8 @@ def export(
     for line in report.attempts:  # "<exporter>: <why it was rejected>", in the order tried
         tried, _, why = line.partition(": ")
         console.print(
-            f"[yellow]rejected the {tried} exporter[/] ({why}); used the {report.exporter} exporter instead", highlight=False
+            f"[yellow]rejected the {tried} exporter[/] ({rich.markup.escape(why)}); used the {report.exporter} exporter instead",
+            highlight=False,
         )
     for line in report.notes:
         console.print(f"note: {line}")
@@ -339,7 +352,7 @@ def predict(
             table.add_row(r["path"], r["label"] or "", prob, r["error"] or "")
         console.print(table)
     for s in report.skipped:
-        err_console.print(f"[yellow]skipped:[/] {s['path']} ({s['reason']})", markup=True, highlight=False)
+        err_console.print(f"[yellow]skipped:[/] {rich.markup.escape(s['path'])} ({s['reason']})", markup=True, highlight=False)
     n_err = len(report.errors)
     summary = f"{len(report.rows) - n_err} of {len(report.rows)} inputs predicted"
     if report.skipped:
@@ -349,7 +362,7 @@ def predict(
     console.print(summary, highlight=False)
     if n_err:
         for r in report.errors:
-            err_console.print(f"[bold red]error:[/] {r['error']}", markup=True)
+            err_console.print(f"[bold red]error:[/] {rich.markup.escape(str(r['error']))}", markup=True)
         raise typer.Exit(code=UserError.exit_code)
 
 
