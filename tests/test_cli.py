@@ -45,6 +45,8 @@ def test_models_table_reads_at_80_columns():
     res = runner.invoke(app, ["models"], terminal_width=80)
     assert res.exit_code == 0 and "…" not in res.output
     assert all(len(line) <= 80 for line in res.output.splitlines())
-    for name in list_models():  # every option with its default, whole
+    words = set(res.output.split())
+    for name in list_models():  # every option with its default, whole; every word of the description
         for k, v in get_entry(name).defaults.items():
             assert f"{k}={v}" in res.output, (name, k)
+        assert set(get_entry(name).description.split()) <= words, name

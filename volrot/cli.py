@@ -211,11 +211,11 @@ def models():
     from volrot.models import get_entry, list_models
 
     # reads at 80 columns: one option per line, nothing cut (`…`); long words fold
-    table = Table(title="volrot architectures", box=box.SIMPLE_HEAD, show_lines=True, padding=(0, 1), pad_edge=False)
+    table = Table(title="volrot architectures", box=box.SIMPLE_HEAD, show_lines=True, show_edge=False, padding=(0, 1), pad_edge=False)
     table.add_column("arch", style="bold", no_wrap=True)
     table.add_column("symmetry (defaults)", overflow="fold")
     table.add_column("options (defaults)", no_wrap=True)
-    table.add_column("description", overflow="fold", min_width=20)
+    table.add_column("description")  # words wrap
     for n in list_models():
         e = get_entry(n)
         table.add_row(n, e.symmetry_of().describe(), "\n".join(f"{k}={v}" for k, v in e.defaults.items()), e.description)
