@@ -1,6 +1,7 @@
 """Classify scans with a trained volrot model: python clinician.py MODEL SCAN...
 
-MODEL is a checkpoint (.safetensors; needs torch) or an ONNX export (onnxruntime; no torch)."""
+MODEL is a checkpoint (.safetensors; needs torch) or an ONNX export (onnxruntime; no torch).
+A bad scan is reported and skipped; the exit code is 2 if any scan failed."""
 import sys
 
 model_file, scans = sys.argv[1], sys.argv[2:]
@@ -9,6 +10,10 @@ if model_file.endswith(".onnx"):
 else:
     from volrot import load_model
 model = load_model(model_file)
-for scan in scans:  # NIfTI files (.nii, .nii.gz) or DICOM series folders
-    result = model.predict(scan)
-    print(f"{scan}: {result['label']} ({result['probabilities'][result['label']]:.1%})")
+report = model.predict_many(scans)  # NIfTI files (.nii, .nii.gz), DICOM series folders, folders of them
+for row in report.rows:
+    if row["error"]:
+        print(f"not classified: {row['error']}", file=sys.stderr)  # the message names the file
+    else:
+        print(f"{row['path']}: {row['label']} ({row['probability']:.1%})")
+sys.exit(2 if report.errors else 0)

@@ -9,25 +9,14 @@ import torch
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or 1))
 
 
-def _find_shared() -> Path:
-    """`shared/` beside the checkout (CI and the main checkout), or $VOLROT_SHARED_DIR."""
-    if os.environ.get("VOLROT_SHARED_DIR"):
-        return Path(os.environ["VOLROT_SHARED_DIR"])
-    for parent in Path(__file__).resolve().parents[1:]:
-        if (parent / "shared" / "data" / "medmnist").is_dir():
-            return parent / "shared"
-    return Path(__file__).resolve().parents[1].parent / "shared"
-
-
-SHARED = _find_shared()
-MEDMNIST_DIR = SHARED / "data" / "medmnist"
-
-
 @pytest.fixture
 def medmnist_dir() -> Path:
-    if not (MEDMNIST_DIR / "adrenalmnist3d.npz").is_file():
-        pytest.skip(f"real AdrenalMNIST3D not found under {MEDMNIST_DIR}")
-    return MEDMNIST_DIR
+    """The real AdrenalMNIST3D folder ($VOLROT_MEDMNIST_ROOT, see tests/real_data.py), or skip."""
+    from real_data import HAVE_ADRENAL, MEDMNIST_ROOT, SKIP_REASON
+
+    if not HAVE_ADRENAL:
+        pytest.skip(SKIP_REASON)
+    return MEDMNIST_ROOT
 
 
 @pytest.fixture

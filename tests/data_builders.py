@@ -40,12 +40,13 @@ def write_series(
     seed: int = 0,
     series_uid: str | None = None,
     positions: list[float] | None = None,
+    shift: int = 0,
 ) -> tuple[str, np.ndarray]:
     """Write `n_slices` copies of CT_small.dcm as one series with shuffled file names.
 
     Slice k (in anatomical order, z increasing) lies at z = CT_ORIGIN[2] + k * slice_gap and has
     its stored pixel [0, 0] set to 1000 + k, so the slice order can be read back from the
-    voxels. Returns (SeriesInstanceUID, expected HU volume (columns, rows, slices))."""
+    voxels; `shift` is added to every other stored pixel (distinct content per series). Returns (SeriesInstanceUID, expected HU volume (columns, rows, slices))."""
     import pydicom
     from pydicom.uid import generate_uid
 
@@ -59,6 +60,7 @@ def write_series(
     random.Random(seed).shuffle(order)
     slope, intercept = float(base.RescaleSlope), float(base.RescaleIntercept)
     volume = []
+    pixels = pixels + np.asarray(shift, dtype=pixels.dtype)
     for k in range(len(zs)):
         a = pixels.copy()
         a[0, 0] = 1000 + k

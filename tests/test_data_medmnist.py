@@ -3,10 +3,8 @@ real split sizes for the other five datasets, MD5 checks, missing files without 
 
 from __future__ import annotations
 
-import os
 import socket
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,14 +15,10 @@ from volrot.data import canonical_name, load_data
 from volrot.data.medmnist import SHORT_NAMES, file_md5, npz_name
 from volrot.errors import UserError
 
-_REPO = Path(__file__).resolve().parents[1]
-# the shared data folder sits next to the main checkout (../shared) or next to the worktrees;
-# VOLROT_TEST_MEDMNIST_ROOT overrides
-REAL_ROOT = Path(os.environ["VOLROT_TEST_MEDMNIST_ROOT"]) if os.environ.get("VOLROT_TEST_MEDMNIST_ROOT") else next(
-    (p / "shared" / "data" / "medmnist" for p in (_REPO.parent, _REPO.parent.parent) if (p / "shared").is_dir()),
-    _REPO.parent / "shared" / "data" / "medmnist",
-)
-needs_real = pytest.mark.skipif(not (REAL_ROOT / "adrenalmnist3d.npz").is_file(), reason="real AdrenalMNIST3D files absent")
+from real_data import HAVE_ADRENAL, MEDMNIST_ROOT, SKIP_REASON  # noqa: E402
+
+REAL_ROOT = MEDMNIST_ROOT
+needs_real = pytest.mark.skipif(not HAVE_ADRENAL, reason=SKIP_REASON)
 OTHERS = [n for n in SHORT_NAMES if n != "adrenal"]
 
 

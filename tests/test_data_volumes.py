@@ -95,7 +95,7 @@ def test_integer_labels_and_centre_columns(tmp_path):
 def test_dicom_manifest_with_series_uid(tmp_path):
     rows = []
     for i in range(6):
-        uid, _ = write_series(tmp_path / f"s{i // 2}", n_slices=3, seed=i, slice_gap=4.0)
+        uid, _ = write_series(tmp_path / f"s{i // 2}", n_slices=3, seed=i, slice_gap=4.0, shift=20 * i)  # distinct content
         rows.append(f"s{i // 2},{'ab'[i % 2]},{['train', 'val', 'test'][i // 2]},{uid}")
     m = write_manifest(tmp_path / "m.csv", "path,label,split,series_uid", rows)
     b = load_data(DataConfig(name=f"dicom:{m}", preprocess={"size": 8, "spacing": 4, "intensity": "ct"}))
@@ -107,8 +107,8 @@ def test_dicom_manifest_with_series_uid(tmp_path):
 def test_dicom_class_folders(tmp_path):
     for c in ("a", "b"):
         for i in range(3):
-            write_series(tmp_path / "root" / c / f"patient{i}", n_slices=3, seed=i)
-    b = load_data(DataConfig(name=f"dicom:{tmp_path / 'root'}", preprocess={"size": 6, "spacing": 8}, split_fractions=[0.34, 0.33, 0.33]))
+            write_series(tmp_path / "root" / c / f"patient{i}", n_slices=3, seed=i, shift=20 * i + 100 * (c == "b"))
+    b = load_data(DataConfig(name=f"dicom:{tmp_path / 'root'}", preprocess={"size": 6, "spacing": 8, "intensity": "ct"}, split_fractions=[0.34, 0.33, 0.33]))
     assert b.class_names == ["a", "b"] and [len(b.train), len(b.val), len(b.test)] == [2, 2, 2]
 
 

@@ -3,7 +3,6 @@ through the project's MedMNIST loader and trainer (`volrot.engine.train.train`),
 checkpoint reloads."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,17 +11,10 @@ import torch
 from volrot.config import recipe_from_dict
 
 
-def _adrenal_npz() -> Path | None:
-    # ../shared from the main checkout (/work/main) or from a worktree (/work/wt/<branch>)
-    here = Path(__file__).resolve().parents[1]
-    for root in (here.parent, here.parent.parent):
-        npz = root / "shared" / "data" / "medmnist" / "adrenalmnist3d.npz"
-        if npz.is_file():
-            return npz
-    return None
+from real_data import ADRENAL_NPZ, HAVE_ADRENAL, SKIP_REASON  # noqa: E402
 
 
-@pytest.mark.skipif(_adrenal_npz() is None, reason="real AdrenalMNIST3D not found in ../shared/data/medmnist")
+@pytest.mark.skipif(not HAVE_ADRENAL, reason=SKIP_REASON)
 def test_one_block_equilopo_trains_an_epoch_on_adrenal(tmp_path):
     import volrot.engine.train as engine
 
@@ -32,7 +24,7 @@ def test_one_block_equilopo_trains_an_epoch_on_adrenal(tmp_path):
         recipe = recipe_from_dict(
             {
                 "model": {"arch": "equilopo", "blocks": 1, "channels": 2, "coefficients": "adaptive"},
-                "data": {"name": "adrenal", "size": 28, "root": str(_adrenal_npz().parent), "max_samples": 8},
+                "data": {"name": "adrenal", "size": 28, "root": str(ADRENAL_NPZ.parent), "max_samples": 8},
                 "optim": {"name": "adam", "lr": 0.005},
                 "train": {"epochs": 1, "batch_size": 4, "device": "cpu", "amp": False, "out": str(tmp_path), "name": "run"},
             }

@@ -57,9 +57,32 @@ def test_cli_default_out_and_data_override(tiny_checkpoint):
     args = ["eval-rotated", str(tiny_checkpoint), "-p", "octahedral", "--max-samples", "2", "-q"]
     res = runner.invoke(app, args + ["--data", "shapes", "--split", "val", "--mask", "pad"])
     assert res.exit_code == 0, res.output
-    report = json.loads((tiny_checkpoint.parent / "eval-rotated" / "report.json").read_text(encoding="utf-8"))
+    folders = sorted((tiny_checkpoint.parent / "eval-rotated").iterdir())
+    assert len(folders) == 1 and f"report: {folders[0]}" in " ".join(res.output.split())
+    report = json.loads((folders[0] / "report.json").read_text(encoding="utf-8"))
     assert report["meta"]["split"] == "val" and report["meta"]["input_shape"] == [1, 28, 28, 28]
     assert list(report["protocols"]) == ["octahedral", "control"]
+    # a second evaluation gets its own folder; the first report is untouched
+    before = (folders[0] / "report.json").read_bytes()
+    again = runner.invoke(app, args + ["--protocol", "axes", "--angles", "90"])
+    assert again.exit_code == 0, again.output
+    folders2 = sorted((tiny_checkpoint.parent / "eval-rotated").iterdir())
+    assert len(folders2) == 2 and folders[0] in folders2
+    assert (folders[0] / "report.json").read_bytes() == before
+
+
+def test_cli_refuses_a_used_out_folder_without_force(tiny_checkpoint, tmp_path):
+    out = tmp_path / "rot"
+    args = ["eval-rotated", str(tiny_checkpoint), "-p", "octahedral", "--max-samples", "2", "-q", "--out", str(out)]
+    assert runner.invoke(app, args).exit_code == 0
+    before = (out / "report.json").read_bytes()
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2 and "not empty; pass --force" in res.output and "Traceback" not in res.output
+    assert len(res.output.strip().splitlines()) == 1
+    assert (out / "report.json").read_bytes() == before
+    forced = runner.invoke(app, args + ["--force", "--seed", "3"])
+    assert forced.exit_code == 0, forced.output
+    assert sorted(p.name for p in out.iterdir()) == ["report.csv", "report.json", "report.png"]
 
 
 @pytest.mark.parametrize(

@@ -141,8 +141,10 @@ def test_command_on_tiny_trained_equilopo_writes_figures_and_documented_json(equ
         assert (out / name).is_file() and (out / name).stat().st_size > 10_000
     assert "montage.png" in d["files"].values() and "activation_blocks.0.act1.op.png" in d["files"].values()
 
-    bad = CliRunner().invoke(app, ["inspect-activation", str(equilopo_checkpoint), "--layer", "nope", "--out", str(out)])
-    assert bad.exit_code == 2 and "matches no layer" in bad.output
+    bad = CliRunner().invoke(app, ["inspect-activation", str(equilopo_checkpoint), "--layer", "nope", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "matches no layer" in bad.output and not (tmp_path / "x").exists()
+    again = CliRunner().invoke(app, ["inspect-activation", str(equilopo_checkpoint), "--out", str(out)])
+    assert again.exit_code == 2 and "not empty; pass --force" in again.output
 
 
 def test_layer_filter_selects_one_activation(equilopo_checkpoint):

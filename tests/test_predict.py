@@ -200,12 +200,15 @@ def test_readme_clinician_script_runs(exported):
     script = ROOT / "examples" / "clinician.py"
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert script.read_text(encoding="utf-8").strip() in readme, "README.md must show examples/clinician.py verbatim"
-    scans = [str(exported["nifti"]), str(exported["dicom"])]
+    bad = exported["nifti"].parent / "broken.nii.gz"
+    bad.write_bytes(b"\x1f\x8b not a gzip stream")
+    scans = [str(bad), str(exported["nifti"]), str(exported["dicom"])]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     with_torch = subprocess.run(
         [sys.executable, str(script), str(exported["ck"]), *scans], cwd=ROOT, env=env, capture_output=True, text=True, encoding="utf-8", timeout=120
     )
-    assert with_torch.returncode == 0, with_torch.stderr
+    # a bad scan is reported on stderr and the others are still classified; exit code 2 at the end
+    assert with_torch.returncode == 2, with_torch.stderr
     no_torch = subprocess.run(
         [
             sys.executable,
@@ -222,11 +225,33 @@ def test_readme_clinician_script_runs(exported):
         text=True, encoding="utf-8",
         timeout=120,
     )
-    assert no_torch.returncode == 0, no_torch.stderr
+    assert no_torch.returncode == 2, no_torch.stderr
     eager = load_model(exported["ck"])
-    for out in (with_torch.stdout, no_torch.stdout):
-        lines = out.strip().splitlines()
+    for proc in (with_torch, no_torch):
+        assert "Traceback" not in proc.stderr
+        err = proc.stderr.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"not classified: {bad}: ")
+        lines = proc.stdout.strip().splitlines()
         assert len(lines) == 2
-        for line, scan in zip(lines, scans):
+        for line, scan in zip(lines, scans[1:]):
             res = eager.predict(scan)
             assert line == f"{scan}: {res['label']} ({res['probabilities'][res['label']]:.1%})"
+    bad.unlink()
+
+
+def test_predict_many_gives_error_rows_like_the_cli(exported, tmp_path):
+    bad = tmp_path / "broken.nii.gz"
+    bad.write_bytes(b"not an image")
+    inputs = [exported["nifti"], bad, tmp_path / "missing.nii.gz", exported["dicom"]]
+    for model in (load_model(exported["ck"]), OnnxModel(exported["onnx"])):
+        report = model.predict_many(inputs, batch_size=2)
+        assert [r["path"] for r in report.rows] == [str(p) for p in inputs]
+        assert [bool(r["error"]) for r in report.rows] == [False, True, True, False]
+        assert len(report.errors) == 2 and "missing.nii.gz" in report.rows[2]["error"]
+        for r in (report.rows[0], report.rows[3]):
+            single = model.predict(r["path"])
+            assert r["label"] == single["label"]
+            np.testing.assert_allclose(_probs(r), _probs(single), atol=1e-6)
+        assert report.model["path"] == str(exported["onnx"] if isinstance(model, OnnxModel) else exported["ck"])
+    with pytest.raises(UserError, match="batch-size"):
+        load_model(exported["ck"]).predict_many(inputs, batch_size=0)

@@ -17,6 +17,65 @@ from rich.console import Console
 import volrot
 from volrot.errors import UserError
 
+# --- help text: metavars instead of Python types (`<list[str]>`) ---------------------------------
+
+
+def _metavar(param) -> str:
+    """PATH, INT, FLOAT or TEXT from the parameter's type; nothing for a flag."""
+    from typing import get_args, get_origin
+
+    if getattr(param, "is_flag", False):
+        return ""
+    desc = getattr(param, "type_descriptor", None)  # Typer >= 0.2x; older Typer: a click type
+    kind = desc.annotation if desc is not None else getattr(param, "type", None)
+    if get_origin(kind) is list:
+        kind = get_args(kind)[0]
+    if desc is not None and desc.is_path or kind is Path or type(kind).__name__ == "Path":
+        return "PATH"
+    name = getattr(kind, "__name__", None) or getattr(kind, "name", "")
+    return {"int": "INT", "integer": "INT", "float": "FLOAT"}.get(str(name).lower(), "TEXT")
+
+
+def _set_metavars(params) -> None:
+    for p in params:
+        if p.param_type_name == "argument":
+            p.metavar = p.name.upper()
+            shown = _metavar(p) + ("..." if p.nargs == -1 else "")
+            p.display_type_rich = lambda ctx=None, shown=shown: shown  # Typer ignores an argument's metavar there
+        elif p.metavar is None:
+            p.metavar = _metavar(p)
+
+
+class _Command(typer.core.TyperCommand):
+    """Every command's help shows click-style metavars (PATH, INT, TEXT, MODEL...) where Typer
+    would print Python types such as `<list[str]>` or `<bool>`."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        _set_metavars(self.params)
+
+    def get_help_option(self, ctx):
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+
+class _Group(typer.core.TyperGroup):
+    """`volrot --help`: the same metavars as the commands."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        _set_metavars(self.params)
+
+    def get_help_option(self, ctx):
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+
+
 app = typer.Typer(
     name="volrot",
     help=(
@@ -29,6 +88,7 @@ app = typer.Typer(
     add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
+    cls=_Group,
 )
 console = Console()
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -199,23 +259,32 @@ def _print_training(result) -> None:
     print_result(result, console)
 
 
-@app.command()
+@app.command(
+    epilog=(
+        "Examples:\n\n"
+        "  volrot models\n\n"
+        "  volrot train --arch equilopo --set model.blocks=1 --set model.channels=2   # options from this table"
+    )
+)
 @user_errors
 def models():
-    """List the registered architectures and their options."""
+    """List the registered architectures, their symmetry and their options (with defaults)."""
+    from rich import box
     from rich.table import Table
 
     from volrot.models.catalog import catalog_entry, catalog_names
 
-    table = Table(title="volrot architectures")
-    table.add_column("arch", style="bold")
-    table.add_column("symmetry (defaults)")
-    table.add_column("options (defaults)")
-    table.add_column("description")
+    # reads at 80 columns: one option per line, nothing cut (`…`); long words fold
+    table = Table(title="volrot architectures", box=box.SIMPLE_HEAD, show_lines=True, show_edge=False, padding=(0, 1), pad_edge=False)
+    table.add_column("arch", style="bold", no_wrap=True)
+    table.add_column("symmetry (defaults)", overflow="fold")
+    table.add_column("options (defaults)", no_wrap=True)
+    table.add_column("description")  # words wrap
     for n in catalog_names():
         e = catalog_entry(n)
-        table.add_row(n, e.symmetry_text, ", ".join(f"{k}={v}" for k, v in e.defaults.items()), e.description)
+        table.add_row(n, e.symmetry_text, "\n".join(f"{k}={v}" for k, v in e.defaults.items()), e.description)
     console.print(table)
+    console.print("Set an option with --set model.<option>=<value> (volrot train --help); details: docs/models.md")
 
 
 @app.command(
@@ -257,7 +326,8 @@ def eval_rotated(
     mask: str = typer.Option("sphere", help="sphere (zero outside the inscribed sphere) | pad | none."),
     batch_size: int = typer.Option(32, "--batch-size", help="Volumes per forward pass."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
-    out: Optional[Path] = typer.Option(None, help="Report folder (default: <checkpoint folder>/eval-rotated)."),
+    out: Optional[Path] = typer.Option(None, help="Report folder (default: a new <checkpoint folder>/eval-rotated/<date>-<time>/)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite the report in an existing --out folder."),
     max_samples: Optional[int] = typer.Option(None, "--max-samples", help="Evaluate the first N volumes only."),
     threads: Optional[int] = typer.Option(
         None, help="CPU threads; default: $OMP_NUM_THREADS, else the idle cores.", min=1
@@ -274,7 +344,8 @@ def eval_rotated(
 
     report, paths = evaluate_checkpoint(
         checkpoint, data=data, root=root, split=split, protocols=protocol, angles=angles, n=n, seed=seed,
-        mask=mask, batch_size=batch_size, device=device, max_samples=max_samples, out=out, progress=not quiet,
+        mask=mask, batch_size=batch_size, device=device, max_samples=max_samples, out=out, force=force,
+        progress=not quiet,
     )  # fmt: skip
     print_report(report, console)
     console.print(f"report: {paths['report.json'].parent}  ({', '.join(paths)})")
@@ -313,8 +384,12 @@ def export(
     for c in report.checks:
         table.add_row(c.name, f"{c.max_abs:.3g}", f"{c.max_rel:.3g}")
     console.print(table)
-    for line in report.attempts:
-        console.print(f"[yellow]exporter failed, next one used:[/] {line}")
+    for line in report.attempts:  # "<exporter>: <why it was rejected>", in the order tried
+        tried, _, why = line.partition(": ")
+        console.print(
+            f"[yellow]rejected the {tried} exporter[/] ({rich.markup.escape(why)}); used the {report.exporter} exporter instead",
+            highlight=False,
+        )
     for line in report.notes:
         console.print(f"note: {line}")
     console.print(
@@ -341,6 +416,9 @@ def predict(
     threads: Optional[int] = typer.Option(
         None, help="CPU threads; default: $OMP_NUM_THREADS, else the idle cores.", min=1
     ),
+    series_uid: Optional[str] = typer.Option(
+        None, "--series-uid", metavar="UID", help="DICOM folders holding several series: use the series with this SeriesInstanceUID."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
     """Predict classes of NIfTI files or DICOM series folders; bad inputs become error rows (exit 2 at the end)."""
@@ -348,8 +426,9 @@ def predict(
     from volrot.inference.predict import predict_files
 
     report = predict_files(
-        model, inputs, out=out, tta=tta, batch_size=batch_size, device=device, progress=not quiet, console=err_console
-    )
+        model, inputs, out=out, tta=tta, batch_size=batch_size, device=device, series_uid=series_uid,
+        progress=not quiet, console=err_console,
+    )  # fmt: skip
     if out is None:
         from rich.table import Table
 
@@ -360,8 +439,12 @@ def predict(
             prob = "" if r["probability"] is None else f"{r['probability']:.3f}"
             table.add_row(r["path"], r["label"] or "", prob, r["error"] or "")
         console.print(table)
+    for s in report.skipped:
+        err_console.print(f"[yellow]skipped:[/] {rich.markup.escape(s['path'])} ({s['reason']})", markup=True, highlight=False)
     n_err = len(report.errors)
     summary = f"{len(report.rows) - n_err} of {len(report.rows)} inputs predicted"
+    if report.skipped:
+        summary += f"; {len(report.skipped)} image files of other formats skipped"
     if out is not None:
         summary += f"; wrote {out}"
     console.print(summary, highlight=False)
@@ -392,8 +475,8 @@ def inspect_activation(
     grid_deg: float = typer.Option(20.0, "--grid-deg", help="Spacing (degrees) of the SO(3) grid the functions are evaluated on."),
     seed: int = typer.Option(0, help="Seed of the volume and function draws."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
-    out: Optional[Path] = typer.Option(None, help="Output folder (default: <checkpoint folder>/inspect-activation)."),
-
+    out: Optional[Path] = typer.Option(None, help="Output folder (default: a new <checkpoint folder>/inspect-activation/<date>-<time>/)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite the report in an existing --out folder."),
     threads: Optional[int] = typer.Option(
         None, help="CPU threads; default: $OMP_NUM_THREADS, else the idle cores.", min=1
     ),
@@ -410,10 +493,15 @@ def inspect_activation(
 
     report, paths = inspect_checkpoint(
         checkpoint, data=data, root=root, split=split, samples=samples, layer=layer, functions=functions,
-        grid_deg=grid_deg, seed=seed, device=device, out=out,
+        grid_deg=grid_deg, seed=seed, device=device, out=out, force=force,
     )  # fmt: skip
     print_report(report, console)
     console.print(f"wrote {len(paths)} files to {paths['inspect.json'].parent} in {report.meta['elapsed_s']:.1f} s")
+
+
+for _info in app.registered_commands:  # every command, including ones added above later
+    if _info.cls in (None, typer.core.TyperCommand):
+        _info.cls = _Command
 
 
 def main() -> None:

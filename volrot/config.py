@@ -48,6 +48,7 @@ class DataConfig:
     download: bool = False  # MedMNIST: fetch a missing file (needs network and torchvision)
     cache_dir: str | None = None  # NIfTI/DICOM: keep preprocessed volumes here between runs
     split_fractions: list[float] = field(default_factory=lambda: [0.7, 0.15, 0.15])  # drawn split
+    allow_duplicates: bool = False  # NIfTI/DICOM: same content in two classes/splits is an error unless true
 
 
 @dataclass

@@ -180,10 +180,15 @@ def _write_onnx(model: nn.Module, example: torch.Tensor, tmp: str, exporter: str
                 output_names=[OUTPUT_NAME], dynamic_shapes=({0: batch},), external_data=False, verbose=False,
             )
         else:
-            torch.onnx.export(
-                model, (example,), tmp, dynamo=False, opset_version=_OPSET[exporter], input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME], dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-            )
+            # The TorchScript-based exporter inlines a custom autograd.Function's forward but drops
+            # in-place updates of slices of its output (torch 2.13: `out[:, :1].add_(c)` vanishes
+            # from the graph). EquiLoPO's fused activation does exactly that, so its export was
+            # wrong at every batch size (~0.6 relative error). Trace such Functions as plain ops.
+            with _inline_autograd_functions():
+                torch.onnx.export(
+                    model, (example,), tmp, dynamo=False, opset_version=_OPSET[exporter], input_names=[INPUT_NAME],
+                    output_names=[OUTPUT_NAME], dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                )
     proto = onnx.load(tmp)
     del proto.metadata_props[:]
     entry = proto.metadata_props.add()

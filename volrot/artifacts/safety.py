@@ -15,7 +15,8 @@ defines `__setstate__`, no pt2 weight/constant is stored as a pickle, and the ar
 volrot export metadata. Only then may `torch.jit.load` / `torch.export.load` see it.
 
 `sniff(path)` names the container of a file from its first bytes, so that a pickle renamed to
-`model.onnx` or `best.safetensors` is refused with a clear message. This module imports
+`model.onnx` or `best.safetensors` is refused with a clear message; `model_kind(path)` falls
+back on the file name when the bytes are unrecognisable (a corrupt checkpoint is a checkpoint). This module imports
 neither torch nor onnxruntime.
 """
 
@@ -57,6 +58,24 @@ def sniff(path: str | Path) -> str:
         if 0 < n < 100_000_000 and head[8:9] == b"{":
             return "safetensors"
     return "other"
+
+
+def model_kind(path: str | Path) -> str:
+    """What a model file is: its content first (`sniff`), then its name when the content has no
+    recognisable header: 'safetensors', 'onnx', 'zip' (TorchScript/pt2) or 'pickle'.
+
+    ONNX has no magic number, so an unrecognised file is taken for ONNX unless its name says
+    otherwise: a truncated or corrupt `best.safetensors` must be reported as a broken checkpoint,
+    not as "not a readable ONNX model"."""
+    kind = sniff(path)
+    if kind != "other":
+        return kind
+    suffix = Path(path).suffix.lower()
+    if suffix == ".safetensors":
+        return "safetensors"
+    if suffix in (".pt", ".pt2", ".ts", ".zip"):
+        return "zip"
+    return "onnx"
 
 
 def refuse_pickle(path: str | Path, what: str) -> None:

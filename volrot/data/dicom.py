@@ -5,8 +5,10 @@ their position along the slice normal (ImagePositionPatient), not by file name. 
 have RescaleSlope/RescaleIntercept applied (CT comes back in HU).
 
 A series folder must hold one series and nothing else (hidden files such as `.DS_Store` are
-ignored). When it holds several series, pass `series_uid` to pick one; without it the folder is
-refused as an ambiguous mix. Before the voxels are read, every slice header is checked: same
+ignored). When it holds several series, pass `series_uid` to pick one (a manifest's `series_uid`
+column, `volrot predict --series-uid`); without it the folder is refused as an ambiguous mix.
+ITK's own warnings (printed straight to stderr) are switched off while reading: volrot reports
+each problem as one line. Before the voxels are read, every slice header is checked: same
 rows/columns and orientation, distinct positions, even spacing, the voxel count against
 `max_voxels` and the voxel data (read as float32, 4 bytes a voxel) against `max_bytes`. The
 series is decoded straight to float32, so reading it holds at most twice that in memory.
@@ -17,6 +19,7 @@ SimpleITK works in LPS+ world coordinates; the returned affine is RAS+
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -47,8 +50,28 @@ def _has_dicom_magic(path: Path) -> bool:
     return head[128:132] == b"DICM"
 
 
+@contextlib.contextmanager
+def itk_warnings_off():
+    """ITK prints warnings straight to the process's stderr (e.g. `WARNING: In
+    .../itkGDCMSeriesFileNames.cxx ... No Series were found`); volrot reports problems itself, as
+    one line per file, so ITK's own are switched off while volrot reads (the setting is restored)."""
+    import SimpleITK as sitk
+
+    before = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(before)
+
+
 def series_files(folder: str | Path, series_uid: str | None = None) -> tuple[str, list[str]]:
     """(SeriesInstanceUID, slice files in slice order) of the one series in `folder`."""
+    with itk_warnings_off():
+        return _series_files(folder, series_uid)
+
+
+def _series_files(folder: str | Path, series_uid: str | None) -> tuple[str, list[str]]:
     import SimpleITK as sitk
 
     f = Path(folder)
@@ -80,9 +103,11 @@ def series_files(folder: str | Path, series_uid: str | None = None) -> tuple[str
             raise UserError(f"{src}: no series with SeriesInstanceUID {series_uid} (found: {', '.join(uids)})")
         return series_uid, by_uid[series_uid]
     if len(uids) > 1:
+        listing = ", ".join(f"{u} ({len(by_uid[u])} files)" for u in uids)
         raise UserError(
-            f"{src}: folder mixes {len(uids)} DICOM series ({', '.join(uids)}); "
-            "put each series in its own folder or name one in the manifest's series_uid column"
+            f"{src}: folder mixes {len(uids)} DICOM series: {listing}; put each series in its own folder, "
+            "or pick one by its SeriesInstanceUID (`volrot predict --series-uid UID`; for training, the "
+            "manifest's series_uid column)"
         )
     return uids[0], by_uid[uids[0]]
 
@@ -132,10 +157,15 @@ def read_dicom_series(
     max_voxels: int = DEFAULT_MAX_VOXELS,
     max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> Image:
+    with itk_warnings_off():
+        return _read_dicom_series(folder, series_uid, max_voxels, max_bytes)
+
+
+def _read_dicom_series(folder: str | Path, series_uid: str | None, max_voxels: int, max_bytes: int) -> Image:
     import SimpleITK as sitk
 
     src = str(folder)
-    _, files = series_files(folder, series_uid)
+    _, files = _series_files(folder, series_uid)
     _check_slices(src, files, max_voxels, max_bytes)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)

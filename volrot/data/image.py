@@ -96,7 +96,7 @@ def check_finite(source: str, array: np.ndarray) -> None:
     if not finite.all():
         n_nan = int(np.isnan(array).sum())
         n_inf = int(array.size - finite.sum()) - n_nan
-        raise UserError(f"{source}: {n_nan} NaN and {n_inf} Inf voxels; fix or mask them before training")
+        raise UserError(f"{source}: {n_nan} NaN and {n_inf} Inf voxels; replace them (e.g. by the background value) in the file and try again")
 
 
 def check_affine(source: str, affine: np.ndarray) -> np.ndarray:

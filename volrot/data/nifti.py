@@ -142,6 +142,11 @@ def read_nifti(path: str | Path, max_voxels: int = DEFAULT_MAX_VOXELS, max_bytes
         raise UserError(f"{src}: file does not exist")
     if p.is_dir():
         raise UserError(f"{src}: is a folder, not a NIfTI file (DICOM series folders need --data dicom:...)")
+    if _is_dicom_file(p):
+        raise UserError(
+            f"{src}: a single DICOM file (one slice of a series); give the series folder instead, "
+            "the folder holding all the series' slice files"
+        )
     probe_header(p, max_voxels, max_bytes)
     try:
         img = nib.load(str(p))
@@ -170,6 +175,17 @@ def read_nifti(path: str | Path, max_voxels: int = DEFAULT_MAX_VOXELS, max_bytes
         raise UserError(f"{src}: voxel data cannot be read as numbers ({_short(e)})") from None
     check_finite(src, array)
     return Image(array, affine)
+
+
+def _is_dicom_file(p: Path) -> bool:
+    """A DICOM Part 10 file ('DICM' after the 128-byte preamble) or a `.dcm` file."""
+    if p.suffix.lower() == ".dcm":
+        return True
+    try:
+        with open(p, "rb") as fh:
+            return fh.read(132)[128:132] == b"DICM"
+    except OSError:
+        return False
 
 
 def _short(e: BaseException) -> str:

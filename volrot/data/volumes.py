@@ -6,7 +6,9 @@ the epochs then read preprocessed arrays from memory (see `volrot.data.cache`; s
 `data.cache_dir` to also keep them on disk between runs).
 
 `bundle.info["split"]` lists every volume as `{path, label, split}`; the trainer writes it into
-the run folder, so a drawn split can be reproduced and audited.
+the run folder, so a drawn split can be reproduced and audited. The same content under two
+labels or in two splits (identical preprocessed voxels, or one DICOM SeriesInstanceUID) is
+refused unless `data.allow_duplicates` is true (`volrot.data.duplicates`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from volrot.data.manifest import (
     read_manifest,
     stratified_split,
 )
+from volrot.data.duplicates import check_duplicates, voxel_hash
 from volrot.data.preprocess import PreprocessSpec, spec_from_options
 from volrot.errors import UserError
 
@@ -80,6 +83,15 @@ def assign_splits(entries: list[Entry], labels: list[int], cfg: DataConfig, wher
     return splits, origin
 
 
+def _series_uid(e: Entry) -> str:
+    """The SeriesInstanceUID of a DICOM entry (headers only; the folder was read already)."""
+    if e.series_uid:
+        return e.series_uid
+    from volrot.data.dicom import series_files
+
+    return series_files(e.path)[0]
+
+
 def load_volumes(cfg: DataConfig, kind: str) -> DataBundle:
     """Build the bundle for `--data nifti:PATH` or `--data dicom:PATH` (`kind` = nifti|dicom)."""
     raw = cfg.name.split(":", 1)[1].strip()
@@ -94,6 +106,7 @@ def load_volumes(cfg: DataConfig, kind: str) -> DataBundle:
     splits, origin = assign_splits(entries, labels, cfg, where)
 
     parts: dict[str, tuple[list, list, list]] = {s: ([], [], []) for s in SPLITS}
+    seen: list[dict] = []  # for the duplicate check
     for e, l, s in zip(entries, labels, splits):
         arrays, labs, paths = parts[s]
         if cfg.max_samples is not None and len(labs) >= cfg.max_samples:
@@ -106,6 +119,9 @@ def load_volumes(cfg: DataConfig, kind: str) -> DataBundle:
             raise UserError(f"{err} ({e.where})") from None
         labs.append(l)
         paths.append(str(e.path))
+        seen.append({"path": str(e.path), "label": names[l], "split": s, "voxel_hash": voxel_hash(arrays[-1]),
+                     "series_uid": _series_uid(e) if kind == "dicom" else None})  # fmt: skip
+    duplicates = check_duplicates(seen, where, allow=bool(cfg.allow_duplicates))
     datasets = {s: PreprocessedDataset(*parts[s]) for s in SPLITS}
     split_record = [
         {"path": str(e.path), "label": names[l], "split": s, **({"series_uid": e.series_uid} if e.series_uid else {})}
@@ -127,5 +143,6 @@ def load_volumes(cfg: DataConfig, kind: str) -> DataBundle:
             "layout": layout,
             "split_origin": origin,
             "split": split_record,
+            **({"duplicates": duplicates} if duplicates else {}),
         },
     )

@@ -9,6 +9,7 @@ from volrot.device import resolve_device
 from volrot.engine.checkpoint_data import check_split, checkpoint_split
 from volrot.engine.rotated import RotatedReport, check_protocols, evaluate_rotated
 from volrot.engine.rotated_report import write_report
+from volrot.fileio import check_report_dir, write_report_dir
 
 
 def evaluate_checkpoint(
@@ -26,19 +27,22 @@ def evaluate_checkpoint(
     device: str = "auto",
     max_samples: int | None = None,
     out: str | Path | None = None,
+    force: bool = False,
     progress: bool = False,
 ) -> tuple[RotatedReport, dict[str, Path]]:
     """`volrot eval-rotated`: load a checkpoint and its data, evaluate, write the report.
 
     The data are the checkpoint's recorded data config (`meta["recipe"]["data"]`) unless
     `data` (and/or `root`) is given; `split` picks train/val/test. `device="auto"` means CUDA when
-    available. `out` defaults to `<checkpoint folder>/eval-rotated`. Returns the report and the
-    paths of report.json, report.csv and report.png. Everything is checked before any file is
-    written.
+    available. `out` defaults to a new folder `<checkpoint folder>/eval-rotated/<YYYYmmdd-HHMMSS>`;
+    an existing `out` that holds files is refused (before any work) unless `force`. The folder
+    appears whole or not at all (`volrot.fileio.write_report_dir`). Returns the report and the
+    paths of report.json, report.csv and report.png.
     """
     path = Path(checkpoint)
     check_split(split)
     check_protocols(protocols)
+    check_report_dir(out, force=force)
     extra = {"max_samples": max_samples} if max_samples is not None else {}
     loaded = checkpoint_split(path, split=split, data=data, root=root, **extra)
     model, meta, bundle = loaded.model, loaded.meta, loaded.bundle
@@ -64,5 +68,7 @@ def evaluate_checkpoint(
         "class_names": list(bundle.class_names),
         **report.meta,
     }
-    paths = write_report(report, Path(out) if out is not None else path.parent / "eval-rotated")
+    paths = write_report_dir(
+        lambda folder: write_report(report, folder), out=out, default_parent=path.parent / "eval-rotated", force=force
+    )
     return report, paths

@@ -6,8 +6,9 @@
   reference (protocol `reference`).
 - `report.png`: ACC (top) and AUC (bottom) against rotation angle, one column per protocol:
   per axis for `axes`, per rotation angle for `octahedral`, binned angle (mean ± std per 30° bin)
-  for `so3-grid` and `haar`; the unrotated reference is a solid grey line and the interpolation
-  control (identity through the trilinear path) a dashed purple one.
+  for `so3-grid` and `haar`; the unrotated reference is a solid grey line, the interpolation
+  control (identity through the trilinear path) a dashed purple one, and chance (ACC 1/K for K
+  classes, AUC 0.5) a dotted black one; the y axis always spans [0, 1].
 """
 
 from __future__ import annotations
@@ -60,6 +61,15 @@ def _csv_value(v):
 
 
 def plot_report(report: RotatedReport, path: str | Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = report_figure(report)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def report_figure(report: RotatedReport):
+    """The report.png figure (matplotlib, Agg backend); the caller saves and closes it."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -67,8 +77,10 @@ def plot_report(report: RotatedReport, path: str | Path) -> None:
 
     protos = [p for p in report.protocols if p != CONTROL]
     cols = max(1, len(protos))
-    fig, axes = plt.subplots(2, cols, figsize=(4.2 * cols, 6.4), squeeze=False, sharey="row")
+    fig, axes = plt.subplots(2, cols, figsize=(max(4.2 * cols, 6.4), 6.8), squeeze=False, sharey="row")
     control = report.rows_of(CONTROL)[:1]
+    n_classes = len(report.meta.get("class_names") or [])
+    chance = {"acc": 1.0 / n_classes if n_classes else None, "auc": 0.5}
     for c, name in enumerate(protos):
         rows = report.rows_of(name)
         for r, metric in enumerate(("acc", "auc")):
@@ -79,20 +91,23 @@ def plot_report(report: RotatedReport, path: str | Path) -> None:
                 ax.axhline(ref, color="0.4", lw=1.2, label="unrotated")
             if control and np.isfinite(control[0][metric]):
                 ax.axhline(control[0][metric], color="tab:purple", lw=1.0, ls="--", label="identity (trilinear)")
+            if chance[metric] is not None:
+                what = f"chance (1/{n_classes})" if metric == "acc" else "chance (0.5)"
+                ax.axhline(chance[metric], color="black", lw=0.9, ls=":", label=what)
+            ax.set_ylim(-0.02, 1.02)  # the whole metric range: a flat line is not magnified
             ax.set_ylabel(metric.upper()) if c == 0 else None
             ax.grid(alpha=0.3)
             if r == 0:
                 details = report.protocols[name]["details"]
                 ax.set_title(f"{name} ({details.get('count', len(rows))} rotations)")
             ax.set_xlabel("rotation angle (deg)")
-            if c == 0 and r == 0 or name == "axes" and r == 0:
+            if c == 0 or name == "axes" and r == 0:
                 ax.legend(fontsize=7, loc="best", framealpha=0.6)
     meta = report.meta
-    fig.suptitle(f"rotated evaluation — {meta.get('model', 'model')} on {meta.get('data', 'data')} "
-                 f"({meta['n_samples']} samples, mask={meta['mask']})", fontsize=10)  # fmt: skip
+    fig.suptitle(f"rotated evaluation — {meta.get('model', 'model')} on {meta.get('data', 'data')}\n"
+                 f"{meta['n_samples']} samples, mask={meta['mask']}", fontsize=10)  # fmt: skip
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
 def _plot_protocol(ax, name: str, rows: list[dict], metric: str) -> None:

@@ -66,18 +66,21 @@ class InputPipeline:
             "note": f"trained on {self.trained_on} without file preprocessing: voxels used unchanged, no resampling",
         }
 
-    def load(self, path: Path) -> tuple[np.ndarray, dict[str, Any]]:
+    def load(self, path: Path, series_uid: str | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        """`series_uid` picks one series of a DICOM folder holding several (NIfTI: unused)."""
+        path = Path(path)
         if path.is_dir() and not _holds_dicom(path):
             raise UserError(f"no NIfTI file or DICOM series in {path}")
+        uid = series_uid if path.is_dir() else None
         if self.spec is not None:
             from volrot.data.preprocess import preprocess_file
 
-            array = preprocess_file(path, self.spec)
+            array = preprocess_file(path, self.spec, series_uid=uid)
             summary = self.describe()
         else:
             from volrot.data.preprocess import load_volume
 
-            image = load_volume(path)
+            image = load_volume(path, series_uid=uid)
             array = self.pre.apply(image.array)[None]
             summary = {**self.describe(), "size": list(array.shape[1:]), "spacing_mm": [round(float(v), 6) for v in image.spacing]}
             if array.shape != self.input_shape:
@@ -123,10 +126,33 @@ def _holds_dicom(folder: Path) -> bool:
     return False
 
 
-def find_inputs(paths: Iterable[str | Path]) -> list[Path]:
+# Image files a folder search passes over (it takes NIfTI files and DICOM series only), and what
+# to do instead; they are reported, never skipped without a word.
+SKIPPED_IMAGE_HINTS = {
+    ".hdr": "Analyze / NIfTI-pair header: convert the .hdr/.img pair to .nii.gz",
+    ".img": "Analyze / NIfTI-pair voxels: convert the .hdr/.img pair to .nii.gz",
+    ".mha": "MetaImage: convert to .nii.gz",
+    ".mhd": "MetaImage: convert to .nii.gz",
+    ".nrrd": "NRRD: convert to .nii.gz",
+    ".nhdr": "NRRD: convert to .nii.gz",
+    ".mgz": "FreeSurfer MGH: convert to .nii.gz",
+    ".mgh": "FreeSurfer MGH: convert to .nii.gz",
+    ".npy": "NumPy array (no geometry): save as .nii.gz with its voxel size",
+    ".npz": "NumPy arrays (no geometry): save as .nii.gz with its voxel size",
+}
+
+
+def skipped_hint(path: Path) -> str | None:
+    """Why a folder search passed over this image file, or None for a file that is no image."""
+    return SKIPPED_IMAGE_HINTS.get(path.suffix.lower())
+
+
+def find_inputs(paths: Iterable[str | Path], skipped: list[Path] | None = None) -> list[Path]:
     """Expand INPUT arguments: a file is used as given; a folder holding DICOM files is one
     series; any other folder is searched (sorted, recursively) for NIfTI files and series.
-    A folder argument in which nothing is found is kept (loading it raises a `UserError`)."""
+    Image files of other formats met in the search (`.hdr`, `.mha`, `.nrrd`...) are appended to
+    `skipped` (when given) so that the caller can say so. A folder argument in which nothing is
+    found is kept (loading it raises a `UserError`)."""
     found: list[Path] = []
 
     def walk(folder: Path) -> None:
@@ -140,6 +166,8 @@ def find_inputs(paths: Iterable[str | Path]) -> list[Path]:
                 walk(child)
             elif _is_nifti(child):
                 found.append(child)
+            elif skipped is not None and skipped_hint(child):
+                skipped.append(child)
 
     for raw in paths:
         p = Path(raw)

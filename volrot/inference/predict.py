@@ -3,6 +3,7 @@
     from volrot import load_model                 # a checkpoint (torch)
     model = load_model("runs/<run>/best.safetensors")
     model.predict("scan.nii.gz")                   # {"label": ..., "probabilities": {...}, ...}
+    report = model.predict_many(["a.nii.gz", "dicom/"])  # rows with an "error" field, as `volrot predict`
 
     from volrot.inference import OnnxModel        # an ONNX export (onnxruntime + numpy; no torch)
     OnnxModel("model.onnx").predict("dicom/series_folder/")
@@ -20,7 +21,7 @@ import numpy as np
 from scipy.special import softmax
 
 from volrot.errors import UserError
-from volrot.inference.inputs import InputPipeline, find_inputs
+from volrot.inference.inputs import InputPipeline, find_inputs, skipped_hint
 from volrot.inference.results import PredictReport, error_text, make_row
 from volrot.inference.tta import tta_views
 from volrot.so3.groups import rotate_exact
@@ -67,7 +68,15 @@ class Predictor:
         return logits
 
     def predict(self, path: str | Path, tta: str = "none") -> dict[str, Any]:
+        """One input; a bad one raises `UserError` (see `predict_many` for batches)."""
         return predict_one(self, path, tta=tta)
+
+    def predict_many(
+        self, paths: Sequence[str | Path], tta: str = "none", batch_size: int = 8, series_uid: str | None = None
+    ) -> PredictReport:
+        """Many inputs (files, series folders, folders of them) as `volrot predict` does: a bad
+        input becomes a row with `error` set and never stops the others; see `predict_many`."""
+        return predict_many(self, paths, tta=tta, batch_size=batch_size, series_uid=series_uid)
 
 
 def load_model(path: str | Path, device: str = "cpu") -> Predictor:
@@ -101,6 +110,12 @@ class OnnxModel:
     def predict(self, path: str | Path, tta: str = "none") -> dict[str, Any]:
         return predict_one(self, path, tta=tta)
 
+    def predict_many(
+        self, paths: Sequence[str | Path], tta: str = "none", batch_size: int = 8, series_uid: str | None = None
+    ) -> PredictReport:
+        """As `Predictor.predict_many`: one row per input, errors as rows."""
+        return predict_many(self, paths, tta=tta, batch_size=batch_size, series_uid=series_uid)
+
 
 def _runner(model) -> Callable[[np.ndarray], np.ndarray]:
     if isinstance(model, (OnnxModel, Predictor)):
@@ -109,13 +124,14 @@ def _runner(model) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def open_model(path: str | Path, device: str = "auto"):
-    """A checkpoint (`.safetensors`, via `volrot.load_model`) or an ONNX export, by content."""
-    from volrot.artifacts.safety import sniff
+    """A checkpoint (`.safetensors`, via `volrot.load_model`) or an ONNX export: by content, and
+    by file name where the content is unrecognisable (`volrot.artifacts.safety.model_kind`)."""
+    from volrot.artifacts.safety import model_kind
 
     p = Path(path)
     if not p.is_file():
         raise UserError(f"model file not found: {p}")
-    kind = sniff(p)
+    kind = model_kind(p)
     if kind == "safetensors":
         return load_model(p, device=device)
     if kind == "pickle":
@@ -159,32 +175,35 @@ def predict_one(model, path: str | Path, tta: str = "none") -> dict[str, Any]:
     return row
 
 
-def predict_files(
-    model: str | Path,
+def predict_many(
+    model,
     inputs: Sequence[str | Path],
     *,
-    out: str | Path | None = None,
     tta: str = "none",
     batch_size: int = 8,
-    device: str = "auto",
+    series_uid: str | None = None,
     progress: bool = False,
     console=None,
 ) -> PredictReport:
-    """Predict every input; a bad input gives a row with `error` set and the others go on.
-
-    The output file (CSV or JSON by suffix) is written atomically once all rows exist, so it is
-    always complete. The caller decides the exit status from `report.errors`."""
-    out_path = check_output_path(out)
+    """Predict every input with a loaded model (`volrot.load_model` or `OnnxModel`), as
+    `volrot predict` does: folders are expanded (`find_inputs`), and a bad input gives a row
+    with `error` set (one line) while the others go on. Returns a `PredictReport`: `.rows` in
+    input order (path, label, probability, probabilities, preprocessing, error), `.errors`, and
+    `.skipped`: image files of formats predict does not read, met in a folder (with a hint).
+    `series_uid` picks that series in DICOM folders holding several (NIfTI inputs ignore it)."""
+    run = _runner(model)
     if batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {batch_size}")
-    run = open_model(model, device=device)
     card = run.card
     class_names = list(card.class_names)
     pipeline = InputPipeline(card)
     views = tta_views(tta, pipeline.input_shape)
-    files = find_inputs(inputs)
+    passed_over: list[Path] = []
+    files = find_inputs(inputs, skipped=passed_over)
+    skipped = [{"path": str(p), "reason": skipped_hint(p) or ""} for p in passed_over]
     if not files:
-        raise UserError("no inputs: give NIfTI files, DICOM series folders, or folders holding them")
+        also = f" ({len(skipped)} image files of other formats skipped, e.g. {skipped[0]['path']}: {skipped[0]['reason']})" if skipped else ""
+        raise UserError("no inputs: give NIfTI files, DICOM series folders, or folders holding them" + also)
     rows: list[dict[str, Any]] = [None] * len(files)  # type: ignore[list-item]
 
     bar = _progress(progress and len(files) > 1, console)
@@ -199,7 +218,7 @@ def predict_files(
                 try:
                     if not files[i].exists():
                         raise UserError(f"input not found: {files[i]}")
-                    array, summary = pipeline.load(files[i])
+                    array, summary = pipeline.load(files[i], series_uid=series_uid)
                     ready.append((i, array, {**summary, "tta": tta}))
                 except Exception as e:  # one bad input never stops the batch
                     rows[i] = make_row(files[i], class_names, None, None, error_text(e))
@@ -210,21 +229,54 @@ def predict_files(
                         rows[i] = make_row(files[i], class_names, p, summary, None)
                 except Exception as e:
                     for i, _, summary in ready:
-                        rows[i] = make_row(files[i], class_names, None, summary, f"model failed on this batch: {error_text(e)}")
+                        rows[i] = make_row(files[i], class_names, None, summary, f"{files[i]}: model failed on this batch: {error_text(e)}")
             if bar:
                 bar.update(task, advance=len(chunk))
     finally:
         if bar:
             bar.stop()
 
-    report = PredictReport(
+    path = getattr(run, "path", None)
+    return PredictReport(
         rows=rows,
         class_names=class_names,
-        model={"path": str(model), "arch": card.arch, "format": card.format, "input_shape": list(pipeline.input_shape)},
-        out=out_path,
+        model={
+            "path": None if path is None else str(path),
+            "arch": card.arch,
+            "format": card.format,
+            "input_shape": list(pipeline.input_shape),
+        },
         tta=tta,
         preprocessing=pipeline.describe(),
+        skipped=skipped,
     )
+
+
+def predict_files(
+    model: str | Path,
+    inputs: Sequence[str | Path],
+    *,
+    out: str | Path | None = None,
+    tta: str = "none",
+    batch_size: int = 8,
+    device: str = "auto",
+    series_uid: str | None = None,
+    progress: bool = False,
+    console=None,
+) -> PredictReport:
+    """`volrot predict`: open the model file, `predict_many`, write the output file.
+
+    The output file (CSV or JSON by suffix) is written atomically once all rows exist, so it is
+    always complete. The caller decides the exit status from `report.errors`."""
+    out_path = check_output_path(out)
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {batch_size}")
+    run = open_model(model, device=device)
+    report = predict_many(
+        run, inputs, tta=tta, batch_size=batch_size, series_uid=series_uid, progress=progress, console=console
+    )
+    report.model["path"] = str(model)
+    report.out = out_path
     if out_path is not None:
         write_predictions(report, out_path)
     return report

@@ -30,6 +30,7 @@ class PredictReport:
     out: Path | None = None
     tta: str = "none"
     preprocessing: dict[str, Any] = field(default_factory=dict)
+    skipped: list[dict[str, str]] = field(default_factory=list)  # {path, reason}: image files a folder search passed over
 
     @property
     def errors(self) -> list[dict[str, Any]]:

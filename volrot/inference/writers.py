@@ -60,6 +60,7 @@ def predictions_json(report: PredictReport) -> str:
         "preprocessing": report.preprocessing,
         "predictions": report.rows,
         "errors": len(report.errors),
+        "skipped": report.skipped,
     }
     return json.dumps(doc, indent=2)
 

@@ -154,24 +154,43 @@ def plot_montage(r: EquivarianceResult, path: Path) -> Path:
     return path
 
 
+FLOAT32_EPS = float(np.finfo(np.float32).eps)  # 1.19e-7
+_ERR_FLOOR = 1e-9  # errors below this (exact zeros) are drawn at the floor
+
+
 def plot_equivariance_errors(r: EquivarianceResult, path: Path) -> Path:
-    """Relative equivariance error per layer (log scale), fiber law and invariant-pooled maps."""
+    """equivariance.png: see `equivariance_figure`."""
     plt = _plt()
-    names = [layer.name for layer in r.layers]
-    full = np.array([max(layer.rel_error, 1e-12) for layer in r.layers])
-    inv = np.array([max(layer.invariant_rel_error, 1e-12) for layer in r.layers])
-    fig, ax = plt.subplots(figsize=(8, 0.24 * len(names) + 1.8))
-    pos = np.arange(len(names))
-    ax.barh(pos - 0.2, full, 0.4, label="‖F(g·x) − T_g F(x)‖ / ‖T_g F(x)‖ (fiber law)")
-    ax.barh(pos + 0.2, inv, 0.4, label="invariant-pooled maps, spatial rotation")
-    ax.set_xscale("log")
-    ax.set_yticks(pos)
-    ax.set_yticklabels(names, fontsize=7)
-    ax.invert_yaxis()  # first layer on top
-    ax.set_xlabel("relative error")
-    ax.set_title(f"feature equivariance under g = +90° about z (logits: {r.logits_rel_error:.1e})", fontsize=10)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig = equivariance_figure(r)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def equivariance_figure(r: EquivarianceResult):
+    """Relative equivariance error per layer on a log axis from 1e-9 to beyond 1, with the two
+    reference levels: float32 round-off (an exactly equivariant layer computed in float32 lands
+    at about 1e-7 to 1e-6) and "no equivariance" (about 1; √2 for unrelated maps of equal norm)."""
+    plt = _plt()
+    names = [layer.name for layer in r.layers]
+    full = np.array([max(layer.rel_error, _ERR_FLOOR) for layer in r.layers])
+    inv = np.array([max(layer.invariant_rel_error, _ERR_FLOOR) for layer in r.layers])
+    fig, ax = plt.subplots(figsize=(8, 0.24 * len(names) + 2.2))
+    pos = np.arange(len(names))
+    ax.axvspan(_ERR_FLOOR, 10 * FLOAT32_EPS, color="tab:green", alpha=0.12, lw=0, label="float32 round-off: exact equivariance")
+    ax.axvline(FLOAT32_EPS, color="tab:green", lw=1, ls=":")
+    ax.axvline(1.0, color="tab:red", lw=1.2, ls="--", label="≈ 1: no equivariance (√2: unrelated maps)")
+    ax.barh(pos - 0.2, full, 0.4, left=_ERR_FLOOR, label="‖F(g·x) − T_g F(x)‖ / ‖T_g F(x)‖ (fiber law)")
+    ax.barh(pos + 0.2, inv, 0.4, left=_ERR_FLOOR, label="invariant-pooled maps, spatial rotation")
+    ax.set_xscale("log")
+    ax.set_xlim(_ERR_FLOOR, max(3.0, 2.0 * float(max(full.max(), inv.max()))))
+    ax.set_yticks(pos)
+    ax.set_yticklabels(names, fontsize=7)
+    ax.set_ylim(len(names) - 0.4, -0.6)  # first layer on top
+    ax.set_xlabel(f"relative error (log scale; float32 ε = {FLOAT32_EPS:.1e} dotted)")
+    ax.set_title(f"feature equivariance under g = +90° about z (logits: {r.logits_rel_error:.1e})", fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    below = 0.6 / (0.24 * len(names) + 1.0)  # 0.6 inch under the axes: below the x label
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -below), ncol=2, frameon=False)
+    fig.tight_layout()
+    return fig

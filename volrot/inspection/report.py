@@ -196,16 +196,20 @@ def inspect_checkpoint(
     seed: int = 0,
     device: str = "auto",
     out: str | Path | None = None,
+    force: bool = False,
 ) -> tuple[InspectReport, dict[str, Path]]:
     """Load a checkpoint and `samples` seeded volumes of its data (`split`), inspect, write files
-    to `out` (default `<checkpoint folder>/inspect-activation`)."""
+    to `out` (default: a new folder `<checkpoint folder>/inspect-activation/<YYYYmmdd-HHMMSS>`;
+    an existing `out` holding files is refused before any work unless `force`)."""
     from volrot.device import resolve_device
     from volrot.engine.checkpoint_data import check_split, checkpoint_split
+    from volrot.fileio import check_report_dir, write_report_dir
     from volrot.so3.sampling import so3_grid
 
     t0 = time.perf_counter()
     path = Path(checkpoint)
     check_split(split)
+    check_report_dir(out, force=force)
     if samples < 1:
         raise UserError(f"--samples must be >= 1, got {samples}")
     if functions < 1:
@@ -238,62 +242,108 @@ def inspect_checkpoint(
         "volrot_version": volrot.__version__,
     }
     report.meta["elapsed_s"] = round(time.perf_counter() - t0, 2)
-    paths = write_report(report, Path(out) if out is not None else path.parent / "inspect-activation")
+    paths = write_report_dir(
+        lambda folder: write_report(report, folder), out=out, default_parent=path.parent / "inspect-activation", force=force
+    )
     return report, paths
 
 
-def print_report(report: InspectReport, console) -> None:
-    """Summary tables: local activations, SoftMax, global gates, equivariance per layer."""
+def _print_table(console, title: str, columns: list[tuple], rows: list[list[str]], caption: str | None = None) -> None:
+    """A compact table that reads at 80 columns: numbers never wrap, text columns keep their
+    full width up to a cap and fold beyond it (never `…`). `columns`: (header, "num") or
+    (header, "text", cap)."""
+    from rich import box
     from rich.table import Table
 
+    t = Table(
+        title=title, caption=caption, caption_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False,
+        collapse_padding=True,
+    )
+    for i, (header, kind, *cap) in enumerate(columns):
+        if kind == "num":
+            t.add_column(header, justify="right", no_wrap=True)
+        else:
+            longest = max([len(r[i]) for r in rows] + [len(line) for line in header.splitlines()])
+            t.add_column(header, justify="left", overflow="fold", min_width=min(longest, cap[0] if cap else 24))
+    for r in rows:
+        t.add_row(*r)
+    console.print(t)
+
+
+def _shape(shape) -> str:
+    """(35, 16, 16, 16) -> 35×16³."""
+    dims = [int(v) for v in shape]
+    if len(dims) >= 3 and dims[-1] == dims[-2] == dims[-3]:
+        return "×".join(map(str, dims[:-3] + [dims[-1]])) + "³"
+    return "×".join(map(str, dims))
+
+
+def _g(v: float) -> str:
+    """Two significant digits, never longer than 8 characters (1.4e-05, 0.0034, 12)."""
+    return "n/a" if v is None or not np.isfinite(v) else f"{v:.2g}"
+
+
+def print_report(report: InspectReport, console) -> None:
+    """Summary tables: local activations, SoftMax, global gates, equivariance per layer. They fit
+    80 columns: long layer names fold onto a second line instead of being cut."""
     d = report.to_dict()
     if d["local_activations"]:
-        t = Table(title="local SO(3) activations vs exact ReLU (sampled functions × rotations)")
-        for col in ("layer", "L in→out", "coeffs", "MSE", "NMSE", "wrong sign", "neg / mixed / pos", "μ median", "σ median"):
-            t.add_column(col, justify="left" if col in ("layer", "coeffs") else "right")
+        coeffs = sorted({s["coefficients"] for s in d["local_activations"]})
+        one = len(coeffs) == 1
+        cols = [("layer", "text", 28), ("L\nin→out", "num")] + ([] if one else [("coeffs", "text", 10)])
+        cols += [("MSE", "num"), ("NMSE", "num"), ("wrong\nsign", "num"), ("neg/mixed\n/pos", "num"), ("μ\nmedian", "num"), ("σ\nmedian", "num")]
+        rows = []
         for s in d["local_activations"]:
             r = s["regimes"]
-            t.add_row(
-                s["layer"], f"{s['input_lmax']}→{s['output_lmax']}", s["coefficients"], f"{s['mse']:.3g}",
-                f"{s['nmse']:.3g}", f"{100 * s['wrong_sign_fraction']:.1f}%",
-                f"{100 * r['all_negative']:.0f} / {100 * r['mixed']:.0f} / {100 * r['all_positive']:.0f}%",
-                f"{s['input_mean']['median']:.3g}", f"{s['input_std']['median']:.3g}",
-            )  # fmt: skip
-        console.print(t)
+            row = [s["layer"], f"{s['input_lmax']}→{s['output_lmax']}"] + ([] if one else [s["coefficients"]])
+            row += [
+                _g(s["mse"]), _g(s["nmse"]), f"{100 * s['wrong_sign_fraction']:.1f}%",
+                f"{100 * r['all_negative']:.0f}/{100 * r['mixed']:.0f}/{100 * r['all_positive']:.0f}%",
+                _g(s["input_mean"]["median"]), _g(s["input_std"]["median"]),
+            ]  # fmt: skip
+            rows.append(row)
+        title = "local SO(3) activations vs exact ReLU" + (f" ({coeffs[0]} coefficients)" if one else "")
+        caption = "sampled functions × rotations; neg/mixed/pos: % of functions per sign regime; μ, σ: of the input"
+        _print_table(console, title, cols, rows, caption)
     if d["softmax"]:
-        t = Table(title="SO(3) SoftMax vs sampled maximum")
-        for col in ("layer", "functions", "max > 0", "Pearson r (max > 0)", "|SoftMax| (max ≤ 0)", "SoftMax > max"):
-            t.add_column(col, justify="left" if col == "layer" else "right")
-        for s in d["softmax"]:
-            t.add_row(
-                s["layer"], str(s["functions_sampled"]), f"{100 * s['positive_max_fraction']:.0f}%",
-                f"{s['pearson_positive_max']:.3f}", f"{s['mean_abs_softmax_negative_max']:.3g}",
-                f"{100 * s['above_sampled_max_fraction']:.1f}%",
-            )  # fmt: skip
-        console.print(t)
+        cols = [("layer", "text", 28), ("functions", "num"), ("max > 0", "num"), ("Pearson r\n(max > 0)", "num"),
+                ("|SoftMax|\n(max ≤ 0)", "num"), ("SoftMax\n> max", "num")]  # fmt: skip
+        rows = [
+            [s["layer"], str(s["functions_sampled"]), f"{100 * s['positive_max_fraction']:.0f}%",
+             f"{s['pearson_positive_max']:.3f}", _g(s["mean_abs_softmax_negative_max"]),
+             f"{100 * s['above_sampled_max_fraction']:.1f}%"]
+            for s in d["softmax"]
+        ]  # fmt: skip
+        _print_table(console, "SO(3) SoftMax vs sampled maximum", cols, rows)
     if d["global_gates"]:
-        t = Table(title="global activations: sigmoid gates")
-        for col in ("layer", "mean", "p5", "median", "p95", "closed (< 0.1)"):
-            t.add_column(col, justify="left" if col == "layer" else "right")
-        for g in d["global_gates"]:
-            t.add_row(
-                g["layer"], f"{g['gate_mean']:.3f}", f"{g['gate_p5']:.3f}", f"{g['gate_median']:.3f}",
-                f"{g['gate_p95']:.3f}", f"{100 * g['closed_fraction']:.1f}%",
-            )  # fmt: skip
-        console.print(t)
+        cols = [("layer", "text", 28), ("mean", "num"), ("p5", "num"), ("median", "num"), ("p95", "num"), ("closed\n(< 0.1)", "num")]
+        rows = [
+            [g["layer"], f"{g['gate_mean']:.3f}", f"{g['gate_p5']:.3f}", f"{g['gate_median']:.3f}",
+             f"{g['gate_p95']:.3f}", f"{100 * g['closed_fraction']:.1f}%"]
+            for g in d["global_gates"]
+        ]  # fmt: skip
+        _print_table(console, "global activations: sigmoid gates", cols, rows)
     e = d["equivariance"]
     if e:
-        t = Table(title=f"feature equivariance, g = +90° about z (logits rel. error {e['logits_rel_error']:.2e})")
-        for col in ("layer", "type", "shape", "fiber", "rel. error", "max rel.", "invariant"):
-            t.add_column(col, justify="right" if "rel" in col or col == "invariant" else "left")
-        for r in e["layers"]:
-            t.add_row(
-                r["name"], r["module_type"], "×".join(map(str, r["shape"])), r["fiber"] + ("" if r["exact_law"] else "*"),
-                f"{r['rel_error']:.2e}", f"{r['max_rel_error']:.2e}", f"{r['invariant_rel_error']:.2e}",
-            )  # fmt: skip
-        console.print(t)
+        cols = [("layer", "text", 24), ("type", "text", 12), ("shape", "text", 10), ("fiber", "text", 8),
+                ("rel.\nerror", "num"), ("max\nrel.", "num"), ("invar-\niant", "num")]  # fmt: skip
+        rows = [
+            [r["name"], r["module_type"], _shape(r["shape"]), r["fiber"] + ("" if r["exact_law"] else "*"),
+             f"{r['rel_error']:.1e}", f"{r['max_rel_error']:.1e}", f"{r['invariant_rel_error']:.1e}"]
+            for r in e["layers"]
+        ]  # fmt: skip
+        title = f"feature equivariance, g = +90° about z (logits rel. error {e['logits_rel_error']:.1e})"
+        _print_table(console, title, cols, rows, EQUIVARIANCE_CAPTION)
         laws = {r["fiber"]: r["law"] for r in e["layers"]}
         console.print("fiber laws (* = assumed, not a symmetry of the arch): " + "; ".join(f"{k} = {v}" for k, v in laws.items()), highlight=False)
-        console.print("invariant = error of the invariant-pooled maps (fiber RMS / group max / irrep norms), spatial rotation only", highlight=False)
     if not d["local_activations"] and not d["softmax"]:
         console.print("no SO(3) activations in this model (EquiLoPO only): equivariance and montage only")
+
+
+EQUIVARIANCE_CAPTION = (
+    "rel. error = ‖F(g·x) − T_g F(x)‖ / ‖T_g F(x)‖ over the whole map; max rel. = max |F(g·x) − T_g F(x)| / "
+    "max |T_g F(x)|, the worst voxel against the largest value (smaller than rel. error when the error is "
+    "spread evenly and the map has a few large values); invariant = rel. error of the invariant-pooled maps "
+    "(fiber RMS / group max / irrep norms), spatial rotation only. Float32 round-off: about 1e-7 to 1e-6; "
+    "no equivariance: about 1 (√2 for unrelated maps of equal norm)"
+)
