@@ -6,8 +6,8 @@
   reference (protocol `reference`).
 - `report.png`: ACC (top) and AUC (bottom) against rotation angle, one column per protocol:
   per axis for `axes`, per rotation angle for `octahedral`, binned angle (mean ± std per 30° bin)
-  for `so3-grid` and `haar`; the unrotated reference is a solid grey line and the interpolation
-  control (identity through the trilinear path) a dashed purple one.
+  for `so3-grid`, `haar` and `rendered`; the unrotated reference is a solid grey line and the
+  interpolation control (identity through the resampling path) a dashed purple one.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def plot_report(report: RotatedReport, path: str | Path) -> None:
             if ref is not None and np.isfinite(ref):
                 ax.axhline(ref, color="0.4", lw=1.2, label="unrotated")
             if control and np.isfinite(control[0][metric]):
-                ax.axhline(control[0][metric], color="tab:purple", lw=1.0, ls="--", label="identity (trilinear)")
+                ax.axhline(control[0][metric], color="tab:purple", lw=1.0, ls="--", label=control[0]["label"])
             ax.set_ylabel(metric.upper()) if c == 0 else None
             ax.grid(alpha=0.3)
             if r == 0:
@@ -131,7 +131,8 @@ def render_table(report: RotatedReport):
     caption = "agree: fraction of predictions equal to the unrotated one; max|Δ|: largest logit change; "
     caption += "rel: max|Δ| / max|logit|. " + "; ".join(f"{name}: {_details(name, s['details'])}" for name, s in report.protocols.items())
     table = Table(
-        title=f"Rotated evaluation: {meta['n_samples']} samples, mask={meta['mask']}, seed={meta['seed']}",
+        title=f"Rotated evaluation: {meta['n_samples']} samples, mask={meta['mask']}, seed={meta['seed']}"
+        + (f", resample={meta['resample']}" if meta.get("resample", "trilinear") != "trilinear" else ""),
         caption=caption,
         box=box.SIMPLE_HEAD,
         padding=(0, 1),
@@ -169,11 +170,15 @@ def _details(name: str, d: dict) -> str:
     if name == "so3-grid":
         return f"spacing {d['spacing_deg']:.1f}° (target {d['target_spacing_deg']:g}°), covering {d['covering_radius_deg']:.1f}°"
     if name == "haar":
-        return f"seed {d['seed']}"
+        return f"seed {d['seed']}" + (f", {d['resample']}" if d.get("resample", "trilinear") != "trilinear" else "")
+    if name == "rendered":
+        return f"the haar rotations (seed {d['seed']}), each volume rendered in the pose (no resampling)"
     if name == "octahedral":
         return "exact (no interpolation)"
     if name == CONTROL:
-        return "identity + 3 round trips R·Rᵀ (trilinear)"
+        path = d.get("resample", "trilinear")
+        extra = " + rendered at the identity" if "rendered_identity" in d else ""
+        return f"identity + 3 round trips R·Rᵀ ({path}){extra}"
     return ""
 
 
