@@ -91,7 +91,7 @@ def train(
     seed: Optional[int] = typer.Option(None, help="Random seed (train.seed)."),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N (train.device)."),
     out: Optional[str] = typer.Option(None, help="Folder for run folders (train.out)."),
-    augment: Optional[str] = typer.Option(None, help="none | so3 | octahedral (train.augment)."),
+    augment: Optional[str] = typer.Option(None, help="none | so3 | octahedral | resample (rotation-free R·Rᵀ round trip) (train.augment)."),
     name: Optional[str] = typer.Option(None, help="Run folder name (train.name)."),
     download: Optional[bool] = typer.Option(
         None, "--download/--no-download", help="MedMNIST: download a missing file (data.download)."
