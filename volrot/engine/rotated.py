@@ -216,7 +216,7 @@ def evaluate_rotated(
     dataset: Dataset,
     *,
     task: str,
-    protocols: Sequence[str] | str = PROTOCOLS,
+    protocols: Sequence[str] | str = ALL,
     angles: float = 30.0,
     n: int = 64,
     seed: int = 0,
