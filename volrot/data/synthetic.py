@@ -230,6 +230,10 @@ def split_size(split: str, max_samples: int | None) -> int:
     return n if max_samples is None else max(1, min(n, int(max_samples)))
 
 
-def pose_renderer(cfg: DataConfig, split: str) -> PoseRenderer:
-    """The renderer of the split that `load_shapes(cfg)` returns (same seed, size and count)."""
-    return PoseRenderer(split, seed=cfg.split_seed, size=int(cfg.size), n=split_size(split, cfg.max_samples))
+def pose_renderer(bundle: DataBundle, split: str) -> PoseRenderer:
+    """The renderer of one split of a `load_shapes` bundle (its recorded seed and size, its
+    count); `evaluate_rotated` checks it against the split's volumes."""
+    if bundle.name != "shapes" or bundle.preprocessing.get("source") != "generated":
+        raise ValueError(f"only the generated 'shapes' data can be rendered, not '{bundle.name}'")
+    pre = bundle.preprocessing
+    return PoseRenderer(split, seed=int(pre["seed"]), size=int(pre["size"]), n=len(bundle.split(split)))
