@@ -41,9 +41,9 @@ CONFIGS = {
 
 def _model(arch: str, checkpoint: str | None):
     if checkpoint:
-        from volrot.checkpoint import load_model
+        from volrot.artifacts.checkpoint import load_checkpoint
 
-        return load_model(checkpoint), "trained"
+        return load_checkpoint(checkpoint, device="cpu")[0], "trained"
     torch.manual_seed(0)
     return create_model(arch, num_classes=8, in_channels=1, **CONFIGS[arch]), "untrained"
 
