@@ -46,7 +46,7 @@ def row(run: Path) -> list[str]:
     r = yaml.safe_load(recipe)
     arch = r["model"]["arch"]
     opts = ", ".join(f"{k} {v}" for k, v in r["model"].items() if k != "arch")
-    cells = [f"{arch} ({opts})", r["train"]["augment"], f"{tri['reference']['acc']:.3f}"]
+    cells = [f"{arch} ({opts}), {r['train']['epochs']} ep", r["train"]["augment"], f"{tri['reference']['acc']:.3f}"]
     for rep, path in ((tri, "trilinear"), (spl, "spline3")):
         cells.append(_cell(_rows(rep, "control", path)) if rep else "—")
         cells.append(_cell(_rows(rep, "control", "round-trip")) if rep else "—")
