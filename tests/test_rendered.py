@@ -5,7 +5,7 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from volrot.data.synthetic import PoseRenderer, _rotated_cube_occupancy, generate_split
-from volrot.so3.sampling import octahedral
+from volrot.so3.groups import octahedral
 from volrot.so3.volume import centred_coordinates, rotate_trilinear
 
 

@@ -10,7 +10,8 @@ from volrot.errors import UserError
 from volrot.so3.resample import (
     check_resample, rotate_resampled, rotate_spline, round_trip, round_trip_each, round_trip_error,
 )  # fmt: skip
-from volrot.so3.sampling import haar, octahedral
+from volrot.so3.groups import octahedral
+from volrot.so3.sampling import haar
 from volrot.so3.volume import apply_sphere_mask, centred_coordinates, rotate_exact, rotate_trilinear
 
 
