@@ -44,3 +44,24 @@ def test_augment_batch_modes():
         assert any(torch.equal(out[b], rotate_exact(x[b], g)) for g in group)
     so3 = augment_batch(x, "so3")
     assert so3.shape == x.shape and not torch.allclose(so3, x)
+
+
+def test_resample_augmentation_is_rotation_free_and_seeded():
+    from volrot.data.synthetic import PoseRenderer
+
+    x = torch.from_numpy(PoseRenderer("train", seed=0, size=16, n=8).render(range(8), noise=False))
+    torch.manual_seed(5)
+    out = augment_batch(x, "resample")
+    torch.manual_seed(5)
+    torch.testing.assert_close(augment_batch(x, "resample"), out, rtol=0, atol=0)  # deterministic under seed
+    assert out.shape == x.shape and not torch.allclose(out, x, atol=1e-3)  # it does resample
+    group = octahedral()
+    identity = next(i for i, g in enumerate(group) if np.array_equal(g.matrix, np.eye(3)))
+    for b in range(8):
+        # of the 24 exact poses of the input, the augmented volume is closest to the unrotated one
+        dist = [float((out[b] - rotate_exact(x[b], g)).norm()) for g in group]
+        symmetric = [i for i, d in enumerate(dist) if abs(d - dist[identity]) < 1e-6]
+        assert int(np.argmin(dist)) in symmetric
+        assert dist[identity] < 0.5 * x[b].norm()
+    # and the blur is the trilinear round trip's (the eval-rotated control)
+    assert (out - x).norm() > 0.05 * x.norm()

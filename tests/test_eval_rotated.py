@@ -120,7 +120,7 @@ def test_report_fields_and_files(tmp_path):
     assert counts == {"octahedral": 24, "axes": 18, "so3-grid": 50, "haar": 4, "control": 4}
     for s in rep.protocols.values():
         assert set(SUMMARY_FIELDS) | {"details"} == set(s)
-    assert rep.protocols["haar"]["details"] == {"count": 4, "seed": 1}
+    assert rep.protocols["haar"]["details"] == {"count": 4, "seed": 1, "resample": "trilinear"}
     assert 50 <= rep.protocols["so3-grid"]["details"]["spacing_deg"] <= 60
     assert all(set(r) == set(ROW_FIELDS) for r in rep.rows)
     assert len(rep.rows) == sum(counts.values())
@@ -190,3 +190,50 @@ def test_octahedral_needs_cubic_volumes():
         evaluate_rotated(MeanModel(), ds, task="binary", protocols="octahedral")
     rep = evaluate_rotated(MeanModel(), ds, task="binary", protocols="haar", n=2)
     assert rep.meta["input_shape"] == [1, 6, 6, 8]
+
+
+def _shapes_test(n=8, size=16):
+    from volrot.data.synthetic import PoseRenderer, generate_split
+
+    images, labels = generate_split("test", seed=0, size=size, n=n)
+    return ArrayDataset(images, labels), PoseRenderer("test", seed=0, size=size, n=n)
+
+
+def test_rendered_protocol_uses_the_haar_rotations_without_resampling():
+    data, renderer = _shapes_test()
+    rep = evaluate_rotated(
+        CentroidModel(), data, task="multi-class", protocols=("haar", "rendered"), n=3, seed=2, renderer=renderer,
+        batch_size=3,
+    )  # fmt: skip
+    assert list(rep.protocols) == ["haar", "rendered", "control"]
+    rendered, haar_rows = rep.rows_of("rendered"), rep.rows_of("haar")
+    assert [r["method"] for r in rendered] == ["rendered"] * 3
+    assert [r["angle_deg"] for r in rendered] == [r["angle_deg"] for r in haar_rows]  # the same rotations
+    control = rep.rows_of("control")
+    assert [r["label"] for r in control][0] == "identity (trilinear)" and control[-1]["label"] == "identity (rendered)"
+    assert [r["index"] for r in control] == [0, 1, 2, 3, 4]
+    assert control[-1]["max_abs_dlogit"] < 1e-5  # rendered at the identity = the test volumes
+    assert rep.protocols["control"]["details"]["rendered_identity_max_abs"] < 1e-6
+    # the centroid moves with the pose: the logits (centroid) change like under the resampled rotation
+    assert rendered[0]["max_abs_dlogit"] > 0.3
+    for r, h in zip(rendered, haar_rows):
+        assert abs(r["mean_abs_dlogit"] - h["mean_abs_dlogit"]) < 0.3 * h["mean_abs_dlogit"] + 0.05
+
+
+def test_rendered_protocol_needs_a_renderer():
+    with pytest.raises(UserError, match="protocol 'rendered' needs"):
+        evaluate_rotated(MeanModel(), _dataset(), task="binary", protocols=("rendered",), n=2)
+
+
+def test_spline_resampling_path_and_its_control():
+    rep = evaluate_rotated(
+        MeanModel(), _dataset(positive=True), task="binary", protocols=("haar",), n=2, resample="spline3", batch_size=16
+    )
+    assert rep.meta["resample"] == "spline3"
+    assert [r["method"] for r in rep.rows_of("haar")] == ["spline3", "spline3"]
+    control = rep.rows_of("control")
+    assert control[0]["label"] == "identity (spline3)" and control[0]["max_abs_dlogit"] < 1e-5
+    assert rep.protocols["haar"]["details"]["resample"] == "spline3"
+    assert "spline3" in rep.protocols["control"]["method"]
+    with pytest.raises(UserError, match="unknown resampling"):
+        evaluate_rotated(MeanModel(), _dataset(), task="binary", protocols=("haar",), resample="cubic")

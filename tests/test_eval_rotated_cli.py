@@ -107,3 +107,28 @@ def test_cli_user_errors_exit_2_without_output(tiny_checkpoint, tmp_path, extra,
 def test_cli_missing_checkpoint(tmp_path):
     res = runner.invoke(app, ["eval-rotated", str(tmp_path / "none.safetensors")])
     assert res.exit_code == 2 and "checkpoint not found" in res.output
+
+
+def test_cli_rendered_protocol_and_spline_path(tiny_checkpoint, tmp_path):
+    out = tmp_path / "rendered"
+    args = ["eval-rotated", str(tiny_checkpoint), "-p", "rendered", "-p", "haar", "--n", "2", "--max-samples", "4"]
+    res = runner.invoke(app, args + ["--resample", "spline3", "--out", str(out), "-q"], terminal_width=120)
+    assert res.exit_code == 0, res.output
+    assert "rendered" in res.output and "resample=spline3" in res.output
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert list(report["protocols"]) == ["haar", "rendered", "control"]
+    assert report["protocols"]["control"]["count"] == 5 and report["meta"]["resample"] == "spline3"
+    control = [r for r in report["rows"] if r["protocol"] == "control"]
+    assert control[0]["label"] == "identity (spline3)" and control[-1]["label"] == "identity (rendered)"
+    assert control[-1]["max_abs_dlogit"] < 1e-5
+
+
+def test_cli_rendered_protocol_on_data_that_cannot_be_rendered(tiny_checkpoint, tmp_path):
+    args = ["eval-rotated", str(tiny_checkpoint), "-p", "rendered", "--data", "adrenal", "--root", str(tmp_path)]
+    res = runner.invoke(app, args + ["--out", str(tmp_path / "never"), "-q"])
+    assert res.exit_code == 2
+    lines = [line for line in res.output.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and "protocol 'rendered' needs data 'shapes'" in lines[0], res.output
+    assert not (tmp_path / "never").exists()
+    res = runner.invoke(app, ["eval-rotated", str(tiny_checkpoint), "--resample", "cubic", "-q"])
+    assert res.exit_code == 2 and "unknown resampling 'cubic'" in res.output

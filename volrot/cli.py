@@ -181,7 +181,7 @@ def train(
     seed: Optional[int] = typer.Option(None, help="Random seed (train.seed)."),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N (train.device)."),
     out: Optional[str] = typer.Option(None, help="Folder for run folders (train.out)."),
-    augment: Optional[str] = typer.Option(None, help="none | so3 | octahedral (train.augment)."),
+    augment: Optional[str] = typer.Option(None, help="none | so3 | octahedral | resample (rotation-free R·Rᵀ round trip) (train.augment)."),
     name: Optional[str] = typer.Option(None, help="Run folder name (train.name)."),
     download: Optional[bool] = typer.Option(
         None, "--download/--no-download", help="MedMNIST: download a missing file (data.download)."
@@ -318,12 +318,17 @@ def eval_rotated(
     root: Optional[str] = typer.Option(None, help="Dataset folder (default: the recorded one)."),
     split: str = typer.Option("test", help="train | val | test."),
     protocol: List[str] = typer.Option(
-        ["all"], "--protocol", "-p", help="all | octahedral | axes | so3-grid | haar (repeatable)."
+        ["all"], "--protocol", "-p",
+        help="all | octahedral | axes | so3-grid | haar | rendered (repeatable; all = the first four; "
+        "rendered: shapes only, each volume rendered in the Haar poses, no resampling).",
     ),
     angles: float = typer.Option(30.0, help="Degrees: step of `axes`, spacing of `so3-grid`."),
     n: int = typer.Option(64, "--n", help="Number of Haar-random rotations (`haar`)."),
     seed: int = typer.Option(0, help="Seed of the Haar rotations."),
     mask: str = typer.Option("sphere", help="sphere (zero outside the inscribed sphere) | pad | none."),
+    resample: str = typer.Option(
+        "trilinear", help="trilinear | spline3 (cubic B-spline, CPU): path of the resampled rotations and the control."
+    ),
     batch_size: int = typer.Option(32, "--batch-size", help="Volumes per forward pass."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
     out: Optional[Path] = typer.Option(None, help="Report folder (default: a new <checkpoint folder>/eval-rotated/<date>-<time>/)."),
@@ -345,7 +350,7 @@ def eval_rotated(
     report, paths = evaluate_checkpoint(
         checkpoint, data=data, root=root, split=split, protocols=protocol, angles=angles, n=n, seed=seed,
         mask=mask, batch_size=batch_size, device=device, max_samples=max_samples, out=out, force=force,
-        progress=not quiet,
+        progress=not quiet, resample=resample,
     )  # fmt: skip
     print_report(report, console)
     console.print(f"report: {paths['report.json'].parent}  ({', '.join(paths)})")

@@ -70,7 +70,7 @@ class TrainConfig:
     batch_size: int = 32
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    augment: str = "none"  # none | so3 | octahedral
+    augment: str = "none"  # none | so3 | octahedral | resample
     amp: bool = True  # mixed precision on CUDA (ignored on CPU)
     num_workers: int = 0
     out: str = "runs"

@@ -5,6 +5,12 @@
   model, so it uses exactly the rotation convention of `volrot.so3` (tensor axes (D,H,W)=(x,y,z),
   out(R p) = in(p)).
 - `octahedral`: a uniformly drawn element of the 24 exact grid rotations per volume.
+- `resample`: a rotation-free resampling per volume: a Haar-random R, trilinear to R and back
+  by Rᵀ (`volrot.so3.resample.round_trip_each`). The net pose is the canonical one, so it
+  teaches nothing about orientation: a model trained with it is still "trained on canonical
+  poses", but it has seen the blur of rotated resampling (what `eval-rotated`'s control and
+  its trilinear protocols feed it). It separates "robust to rotation" from "robust to
+  resampling".
 
 Random draws use torch's global generator, which the trainer seeds per epoch: runs are
 reproducible and resumable.
@@ -16,10 +22,11 @@ import torch
 
 from volrot.errors import UserError
 from volrot.so3.groups import cube_group
+from volrot.so3.resample import round_trip_each
 from volrot.so3.sampling import haar_matrices
 from volrot.so3.volume import rotate_exact, rotate_trilinear_each
 
-AUGMENTATIONS = ("none", "so3", "octahedral")
+AUGMENTATIONS = ("none", "so3", "octahedral", "resample")
 
 
 def _haar_batch(n: int) -> torch.Tensor:
@@ -45,4 +52,6 @@ def augment_batch(x: torch.Tensor, name: str) -> torch.Tensor:
         return torch.stack([rotate_exact(v, group[k]) for v, k in zip(x, picks)])
     if name == "so3":
         return rotate_trilinear_each(x, _haar_batch(x.shape[0]))
+    if name == "resample":
+        return round_trip_each(x, _haar_batch(x.shape[0]), "trilinear")
     raise UserError(f"unknown augmentation '{name}'")

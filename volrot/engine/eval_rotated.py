@@ -7,9 +7,12 @@ from typing import Sequence
 
 from volrot.device import resolve_device
 from volrot.engine.checkpoint_data import check_split, checkpoint_split
+from volrot.data.synthetic import pose_renderer
 from volrot.engine.rotated import RotatedReport, check_protocols, evaluate_rotated
 from volrot.engine.rotated_report import write_report
+from volrot.errors import UserError
 from volrot.fileio import check_report_dir, write_report_dir
+from volrot.so3.resample import check_resample
 
 
 def evaluate_checkpoint(
@@ -29,23 +32,34 @@ def evaluate_checkpoint(
     out: str | Path | None = None,
     force: bool = False,
     progress: bool = False,
+    resample: str = "trilinear",
 ) -> tuple[RotatedReport, dict[str, Path]]:
     """`volrot eval-rotated`: load a checkpoint and its data, evaluate, write the report.
 
     The data are the checkpoint's recorded data config (`meta["recipe"]["data"]`) unless
-    `data` (and/or `root`) is given; `split` picks train/val/test. `device="auto"` means CUDA when
-    available. `out` defaults to a new folder `<checkpoint folder>/eval-rotated/<YYYYmmdd-HHMMSS>`;
+    `data` (and/or `root`) is given; `split` picks train/val/test. The `rendered` protocol needs
+    the data to be `shapes` (its volumes are rendered again in each pose); `resample` is the path
+    of the resampled rotations and of the control (trilinear | spline3). `device="auto"` means CUDA
+    when available. `out` defaults to a new folder `<checkpoint folder>/eval-rotated/<YYYYmmdd-HHMMSS>`;
     an existing `out` that holds files is refused (before any work) unless `force`. The folder
     appears whole or not at all (`volrot.fileio.write_report_dir`). Returns the report and the
     paths of report.json, report.csv and report.png.
     """
     path = Path(checkpoint)
     check_split(split)
-    check_protocols(protocols)
+    rendered = "rendered" in check_protocols(protocols)
+    check_resample(resample)
+    if rendered and data is not None and data != "shapes":
+        raise UserError(_not_renderable(data))
     check_report_dir(out, force=force)
     extra = {"max_samples": max_samples} if max_samples is not None else {}
     loaded = checkpoint_split(path, split=split, data=data, root=root, **extra)
     model, meta, bundle = loaded.model, loaded.meta, loaded.bundle
+    renderer = None
+    if rendered:
+        if bundle.name != "shapes":
+            raise UserError(_not_renderable(bundle.name))
+        renderer = pose_renderer(bundle, split)
     report = evaluate_rotated(
         model,
         loaded.dataset,
@@ -59,6 +73,8 @@ def evaluate_checkpoint(
         batch_size=batch_size,
         max_samples=max_samples,
         progress=progress,
+        resample=resample,
+        renderer=renderer,
     )
     report.meta = {
         "checkpoint": str(path),
@@ -72,3 +88,10 @@ def evaluate_checkpoint(
         lambda folder: write_report(report, folder), out=out, default_parent=path.parent / "eval-rotated", force=force
     )
     return report, paths
+
+
+def _not_renderable(name: str) -> str:
+    return (
+        f"protocol 'rendered' needs data 'shapes' (only generated volumes can be rendered in a pose); "
+        f"the data here is '{name}': use haar with --resample spline3"
+    )

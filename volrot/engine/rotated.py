@@ -6,10 +6,15 @@ of the chosen protocols, and returns a `RotatedReport`:
 
 - protocols: `octahedral` (the 24 exact cube rotations, no interpolation), `axes` (about x, y, z
   in steps of `angles` degrees), `so3-grid` (super-Fibonacci set with spacing ≤ `angles`),
-  `haar` (`n` seeded Haar-random rotations), and always `control`: the identity passed through
-  the trilinear path, plus three round trips R then Rᵀ (R = the rotations of `haar(3, seed)`;
-  two resamplings, net rotation identity). The control separates the loss
-  caused by interpolation from the loss caused by rotation.
+  `haar` (`n` seeded Haar-random rotations), `rendered` (the same `n` Haar rotations, but each
+  test volume *rendered* in the rotated pose by its generator — no resampling at all; needs a
+  `renderer`, i.e. the built-in `shapes` data; not part of `all`), and always `control`: the
+  identity passed through the resampling path, plus three round trips R then Rᵀ (R = the
+  rotations of `haar(3, seed)`; two resamplings, net rotation identity), plus with `rendered`
+  the volumes rendered at the identity. The control separates the loss caused by
+  interpolation from the loss caused by rotation.
+- `resample`: the path of every protocol that resamples (`axes`, `so3-grid`, `haar` and the
+  control): `trilinear` (default) or `spline3` (cubic B-spline, `volrot.so3.resample`).
 - `mask="sphere"` (default) zeroes voxels outside the inscribed sphere in the unrotated *and*
   the rotated inputs, so corners never decide a result; `"pad"` zero-pads every input to the
   circumscribed sphere (the model then sees a larger grid); `"none"` rotates as is.
@@ -47,10 +52,12 @@ from volrot.errors import UserError
 from volrot.progress import TaskProgress
 from volrot.so3.check import relative_error
 from volrot.so3.groups import octahedral
+from volrot.so3.resample import RESAMPLERS, check_resample, rotate_resampled
 from volrot.so3.sampling import RotationSet, axis_sweep, haar, octahedral_set, so3_grid
-from volrot.so3.volume import apply_sphere_mask, prepare_volume, rotate_exact_batch, rotate_trilinear
+from volrot.so3.volume import apply_sphere_mask, prepare_volume, rotate_exact_batch
 
-PROTOCOLS = ("octahedral", "axes", "so3-grid", "haar")
+PROTOCOLS = ("octahedral", "axes", "so3-grid", "haar", "rendered")
+ALL = ("octahedral", "axes", "so3-grid", "haar")  # `--protocol all`: every protocol any data supports
 MASKS = ("sphere", "pad", "none")
 CONTROL = "control"
 ROW_FIELDS = (
@@ -105,14 +112,20 @@ class RotatedReport:
 class _Protocol:
     name: str
     rotations: RotationSet
-    method: str  # "exact" | "trilinear" | "round-trip"
+    method: str  # "exact" | "trilinear" | "spline3" | "round-trip" | "rendered"
     group: list | None = None  # the cube elements of an exact protocol
     first_index: int = 0  # row index of the first rotation (the control set comes in two parts)
 
 
-def build_protocols(protocols: Sequence[str], *, angles: float, n: int, seed: int) -> list[_Protocol]:
-    """The requested rotation sets (in `PROTOCOLS` order) followed by the control set."""
+def build_protocols(
+    protocols: Sequence[str], *, angles: float, n: int, seed: int, resample: str = "trilinear"
+) -> list[_Protocol]:
+    """The requested rotation sets (in `PROTOCOLS` order) followed by the control set.
+
+    `resample` names the path of the resampled protocols and of the control (`RESAMPLERS`).
+    """
     names = check_protocols(protocols)
+    check_resample(resample)
     if not 3 <= angles <= 180:
         raise UserError(f"--angles must be between 3 and 180 degrees, got {angles}")
     if n < 1:
@@ -122,22 +135,37 @@ def build_protocols(protocols: Sequence[str], *, angles: float, n: int, seed: in
         if name == "octahedral":
             out.append(_Protocol(name, octahedral_set(), "exact", octahedral()))
         elif name == "axes":
-            out.append(_Protocol(name, axis_sweep(angles), "trilinear"))
+            out.append(_Protocol(name, _with_resample(axis_sweep(angles), resample), resample))
         elif name == "so3-grid":
-            out.append(_Protocol(name, so3_grid(angles), "trilinear"))
+            out.append(_Protocol(name, _with_resample(so3_grid(angles), resample), resample))
         elif name == "haar":
-            out.append(_Protocol(name, haar(n, seed), "trilinear"))
+            out.append(_Protocol(name, _with_resample(haar(n, seed), resample), resample))
+        elif name == "rendered":
+            rot = haar(n, seed)
+            details = {**rot.details, "rendered": "each volume rendered in the pose by its generator (no resampling)"}
+            out.append(_Protocol(name, RotationSet(name, rot.matrices, rot.labels, details), "rendered"))
     trips = haar(3, seed)
     labels = [{"label": f"round-trip {lab['label']}", "axis": None, "angle_deg": 0.0} for lab in trips.labels]
     details = {
         "count": 4,
-        "identity": "identity rotation through the trilinear resampling path",
-        "round_trip": f"R then R^T (two trilinear resamplings) for the 3 rotations of haar(3, seed={seed})",
+        "resample": resample,
+        "identity": f"identity rotation through the {resample} resampling path",
+        "round_trip": f"R then R^T (two {resample} resamplings) for the 3 rotations of haar(3, seed={seed})",
     }
-    identity = [{"label": "identity (trilinear)", "axis": None, "angle_deg": 0.0}]
-    out.append(_Protocol(CONTROL, RotationSet(CONTROL, np.eye(3)[None], identity, details), "trilinear"))
+    if "rendered" in names:
+        details["count"] = 5
+        details["rendered_identity"] = "the volumes rendered at the identity (the control of `rendered`)"
+    identity = [{"label": f"identity ({resample})", "axis": None, "angle_deg": 0.0}]
+    out.append(_Protocol(CONTROL, RotationSet(CONTROL, np.eye(3)[None], identity, details), resample))
     out.append(_Protocol(CONTROL, RotationSet(CONTROL, trips.matrices, labels, details), "round-trip", first_index=1))
+    if "rendered" in names:
+        rendered_id = [{"label": "identity (rendered)", "axis": None, "angle_deg": 0.0}]
+        out.append(_Protocol(CONTROL, RotationSet(CONTROL, np.eye(3)[None], rendered_id, details), "rendered", first_index=4))
     return out
+
+
+def _with_resample(rotations: RotationSet, resample: str) -> RotationSet:
+    return RotationSet(rotations.name, rotations.matrices, rotations.labels, {**rotations.details, "resample": resample})
 
 
 def check_protocols(protocols: Sequence[str] | str) -> list[str]:
@@ -146,7 +174,7 @@ def check_protocols(protocols: Sequence[str] | str) -> list[str]:
     names = set()
     for p in protocols:
         if p == "all":
-            names.update(PROTOCOLS)
+            names.update(ALL)
         elif p in PROTOCOLS:
             names.add(p)
         else:
@@ -154,19 +182,36 @@ def check_protocols(protocols: Sequence[str] | str) -> list[str]:
     return [p for p in PROTOCOLS if p in names]
 
 
-def _rotate(x: torch.Tensor, proto: _Protocol, idx: Sequence[int], mask: str) -> torch.Tensor:
-    """Rotated copies (m, B, C, D, H, W) of the prepared batch x for rotations `idx` of `proto`."""
+def _rotate(
+    x: torch.Tensor, proto: _Protocol, idx: Sequence[int], mask: str, *, resample: str = "trilinear",
+    renderer=None, samples: Sequence[int] = (),
+) -> torch.Tensor:
+    """Rotated copies (m, B, C, D, H, W) of the prepared batch x for rotations `idx` of `proto`.
+
+    `rendered` ignores x: it renders the dataset volumes `samples` in each pose (`renderer`).
+    """
     mats = proto.rotations.matrices[list(idx)]
     if proto.method == "exact":
         out = rotate_exact_batch(x, [proto.group[i] for i in idx])
-    elif proto.method == "trilinear":
-        out = rotate_trilinear(x, mats)
+    elif proto.method in RESAMPLERS:
+        out = rotate_resampled(x, mats, proto.method)
     elif proto.method == "round-trip":
-        there = rotate_trilinear(x, mats)
-        out = torch.stack([rotate_trilinear(there[i], m.T)[0] for i, m in enumerate(mats)])
+        there = rotate_resampled(x, mats, resample)
+        out = torch.stack([rotate_resampled(there[i], m.T, resample)[0] for i, m in enumerate(mats)])
+    elif proto.method == "rendered":
+        out = torch.stack([_render(renderer, samples, m, x, mask) for m in mats])
     else:  # pragma: no cover - methods are set in build_protocols
         raise ValueError(proto.method)
     return apply_sphere_mask(out) if mask == "sphere" else out
+
+
+def _render(renderer, samples: Sequence[int], matrix, like: torch.Tensor, mask: str) -> torch.Tensor:
+    """The dataset volumes `samples` rendered in the pose `matrix`, prepared like the batch."""
+    vol = torch.from_numpy(renderer.render(samples, matrix)).to(device=like.device, dtype=like.dtype)
+    vol = prepare_volume(vol, mask)
+    if vol.shape != like.shape:
+        raise ValueError(f"rendered volumes {tuple(vol.shape)} do not match the batch {tuple(like.shape)}")
+    return vol
 
 
 def evaluate_rotated(
@@ -174,7 +219,7 @@ def evaluate_rotated(
     dataset: Dataset,
     *,
     task: str,
-    protocols: Sequence[str] | str = PROTOCOLS,
+    protocols: Sequence[str] | str = ALL,
     angles: float = 30.0,
     n: int = 64,
     seed: int = 0,
@@ -184,12 +229,17 @@ def evaluate_rotated(
     max_samples: int | None = None,
     num_workers: int = 0,
     progress: bool = False,
+    resample: str = "trilinear",
+    renderer=None,
 ) -> RotatedReport:
     """Evaluate `model` on `dataset` (items `(volume (C, D, H, W), label)`) under rotations.
 
     `task` is "binary" or "multi-class" (as `DataBundle.task`). `device=None` uses the device of
     the model's parameters; the model is moved there and put in eval mode (nothing is trained,
-    no gradients are kept). Returns a
+    no gradients are kept). `resample`: trilinear | spline3 (the path of every resampled
+    rotation and of the control). `renderer`: for the `rendered` protocol, an object with
+    `render(indices, matrix) -> (len, C, D, H, W)` array and `labels` that re-renders dataset
+    item i in any pose (`volrot.data.synthetic.PoseRenderer` for `shapes`). Returns a
     `RotatedReport` (see the module docstring for every field).
     """
     if task not in ("binary", "multi-class"):
@@ -198,13 +248,18 @@ def evaluate_rotated(
         raise UserError(f"--mask must be one of {', '.join(MASKS)}, got '{mask}'")
     if batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
-    plan = build_protocols(protocols, angles=angles, n=n, seed=seed)
+    plan = build_protocols(protocols, angles=angles, n=n, seed=seed, resample=resample)
+    rendering = any(p.method == "rendered" for p in plan)
+    if rendering and renderer is None:
+        raise UserError("protocol 'rendered' needs volumes that volrot can render in any pose (data 'shapes')")
     if max_samples is not None:
         if max_samples < 1:
             raise UserError(f"--max-samples must be >= 1, got {max_samples}")
         dataset = Subset(dataset, range(min(max_samples, len(dataset))))
     if len(dataset) == 0:
         raise UserError("the evaluation split is empty")
+    if rendering and len(renderer) < len(dataset):
+        raise ValueError(f"the renderer holds {len(renderer)} volumes, the dataset {len(dataset)}")
     if device is None:
         device = next(iter(model.parameters()), torch.empty(0)).device
     device = torch.device(device)
@@ -216,6 +271,8 @@ def evaluate_rotated(
     ref_logits, labels = [], []
     rot_logits = [[] for _ in plan]  # per protocol: list over batches of (m_total, B, K)
     input_shape = None
+    seen = 0  # dataset index of the batch's first volume (the loader does not shuffle)
+    rendered_identity_err = 0.0
     bar = TaskProgress(
         progress, f"eval-rotated {plan[0].name}", len(loader) * rows_total, unit="rotated batches",
         clock="remaining", transient=True,
@@ -228,12 +285,19 @@ def evaluate_rotated(
                 _check_exact_possible(plan, input_shape)
             ref_logits.append(_forward(model, x).cpu())
             labels.append(torch.as_tensor(yb).reshape(-1).cpu())
+            samples = list(range(seen, seen + len(x)))
+            seen += len(x)
+            if rendering:  # never trust: the renderer must reproduce this very batch
+                if not np.array_equal(np.asarray(renderer.labels)[samples], labels[-1].numpy()):
+                    raise ValueError("the renderer's labels differ from the dataset's")
+                same = _render(renderer, samples, np.eye(3), x, mask)
+                rendered_identity_err = max(rendered_identity_err, float((same - x).abs().max()))
             per_pass = max(1, batch_size // len(x))
             for k, proto in enumerate(plan):
                 chunks = []
                 for start in range(0, len(proto.rotations), per_pass):
                     idx = range(start, min(start + per_pass, len(proto.rotations)))
-                    xr = _rotate(x, proto, idx, mask)
+                    xr = _rotate(x, proto, idx, mask, resample=resample, renderer=renderer, samples=samples)
                     out = _forward(model, xr.reshape(-1, *x.shape[1:]))
                     chunks.append(out.reshape(len(idx), len(x), -1))
                     bar.advance(len(idx), description=f"eval-rotated {proto.name}")
@@ -250,17 +314,23 @@ def evaluate_rotated(
             _row(proto, i, logits[i], ref, y, task) for i in range(len(proto.rotations))
         ]
         rows += proto_rows
-        if proto.name in summaries:  # the control set has two parts
+        if proto.name in summaries:  # the control set has two or three parts
             merged = [r for r in rows if r["protocol"] == proto.name]
-            summaries[proto.name] = _summary(merged, "trilinear / round-trip", proto.rotations.details)
+            methods = " / ".join(dict.fromkeys(r["method"] for r in merged))
+            summaries[proto.name] = _summary(merged, methods, proto.rotations.details)
         else:
             summaries[proto.name] = _summary(proto_rows, proto.method, proto.rotations.details)
+    if rendering:
+        summaries[CONTROL]["details"] = {**summaries[CONTROL]["details"], "rendered_identity_max_abs": rendered_identity_err}
+        if rendered_identity_err > 1e-4:
+            raise ValueError(f"rendering at the identity differs from the dataset volumes by {rendered_identity_err:.3g}")
     meta = {
         "task": task,
         "num_classes": int(ref.shape[1]),
         "n_samples": int(len(y)),
         "input_shape": input_shape,
         "mask": mask,
+        "resample": resample,
         "protocols": [p for p in summaries if p != CONTROL],
         "angles_deg": float(angles),
         "n": int(n),

@@ -6,9 +6,9 @@
   reference (protocol `reference`).
 - `report.png`: ACC (top) and AUC (bottom) against rotation angle, one column per protocol:
   per axis for `axes`, per rotation angle for `octahedral`, binned angle (mean ± std per 30° bin)
-  for `so3-grid` and `haar`; the unrotated reference is a solid grey line, the interpolation
-  control (identity through the trilinear path) a dashed purple one, and chance (ACC 1/K for K
-  classes, AUC 0.5) a dotted black one; the y axis always spans [0, 1].
+  for `so3-grid`, `haar` and `rendered`; the unrotated reference is a solid grey line, the
+  interpolation control (identity through the resampling path) a dashed purple one, and chance
+  (ACC 1/K for K classes, AUC 0.5) a dotted black one; the y axis always spans [0, 1].
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def report_figure(report: RotatedReport):
             if ref is not None and np.isfinite(ref):
                 ax.axhline(ref, color="0.4", lw=1.2, label="unrotated")
             if control and np.isfinite(control[0][metric]):
-                ax.axhline(control[0][metric], color="tab:purple", lw=1.0, ls="--", label="identity (trilinear)")
+                ax.axhline(control[0][metric], color="tab:purple", lw=1.0, ls="--", label=control[0]["label"])
             if chance[metric] is not None:
                 what = f"chance (1/{n_classes})" if metric == "acc" else "chance (0.5)"
                 ax.axhline(chance[metric], color="black", lw=0.9, ls=":", label=what)
@@ -146,7 +146,8 @@ def render_table(report: RotatedReport):
     caption = "agree: fraction of predictions equal to the unrotated one; max|Δ|: largest logit change; "
     caption += "rel: max|Δ| / max|logit|. " + "; ".join(f"{name}: {_details(name, s['details'])}" for name, s in report.protocols.items())
     table = Table(
-        title=f"Rotated evaluation: {meta['n_samples']} samples, mask={meta['mask']}, seed={meta['seed']}",
+        title=f"Rotated evaluation: {meta['n_samples']} samples, mask={meta['mask']}, seed={meta['seed']}"
+        + (f", resample={meta['resample']}" if meta.get("resample", "trilinear") != "trilinear" else ""),
         caption=caption,
         box=box.SIMPLE_HEAD,
         padding=(0, 1),
@@ -184,11 +185,15 @@ def _details(name: str, d: dict) -> str:
     if name == "so3-grid":
         return f"spacing {d['spacing_deg']:.1f}° (target {d['target_spacing_deg']:g}°), covering {d['covering_radius_deg']:.1f}°"
     if name == "haar":
-        return f"seed {d['seed']}"
+        return f"seed {d['seed']}" + (f", {d['resample']}" if d.get("resample", "trilinear") != "trilinear" else "")
+    if name == "rendered":
+        return f"the haar rotations (seed {d['seed']}), each volume rendered in the pose (no resampling)"
     if name == "octahedral":
         return "exact (no interpolation)"
     if name == CONTROL:
-        return "identity + 3 round trips R·Rᵀ (trilinear)"
+        path = d.get("resample", "trilinear")
+        extra = " + rendered at the identity" if "rendered_identity" in d else ""
+        return f"identity + 3 round trips R·Rᵀ ({path}){extra}"
     return ""
 
 

@@ -138,3 +138,140 @@ def measure_equivariance(
     logit_err, _ = relative_errors(logits[1:2], logits[:1])
     inp = (x[0, 0].float().cpu().numpy(), rotate_exact(x, g)[0, 0].float().cpu().numpy())
     return EquivarianceResult(g, results, logit_err, inp, montage)
+
+
+# --------------------------------------------------------------------------- any rotation (45°)
+def z45() -> np.ndarray:
+    """The +45° rotation about z (the last spatial axis): in no cube subgroup, so no model of
+    volrot can be exactly equivariant to it on a voxel grid."""
+    c = s = np.sqrt(0.5)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+@dataclass
+class LayerResampledEquivariance:
+    """One layer under a rotation R that needs resampling.
+
+    `rel_error`: ‖F(R·x) − T_R F(x)‖ / ‖T_R F(x)‖ inside the inscribed sphere of the feature
+    grid, with T_R = spatial resampling + the fiber's action of R (None for a regular G-CNN
+    field: a group-axis permutation exists only for group elements). `invariant_rel_error`: the
+    same for the invariant pooled maps (`Fiber.invariant`), which need only the spatial part.
+    `floor_rel_error`: ‖Rᵀ(R·F(x)) − F(x)‖ / ‖F(x)‖, the loss of resampling this feature map
+    there and back: an error near it is resampling, not the layer.
+    """
+
+    name: str
+    module_type: str
+    fiber: str
+    shape: list
+    rel_error: float | None
+    invariant_rel_error: float
+    floor_rel_error: float
+    order: int = 0
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class ResampledEquivarianceResult:
+    matrix: np.ndarray
+    resample: str
+    layers: list[LayerResampledEquivariance]
+    logits_rel_error: float
+    input_floor_rel_error: float
+
+    def to_dict(self) -> dict:
+        from volrot.so3.sampling import rotation_angle_deg
+
+        return {
+            "rotation": {"matrix": self.matrix.tolist(), "angle_deg": float(rotation_angle_deg(self.matrix[None])[0])},
+            "resample": self.resample,
+            "logits_rel_error": self.logits_rel_error,
+            "input_floor_rel_error": self.input_floor_rel_error,
+            "layers": [layer.to_dict() for layer in self.layers],
+        }
+
+
+def _masked(f: torch.Tensor) -> torch.Tensor:
+    from volrot.so3.volume import sphere_mask
+
+    m = sphere_mask(f.shape[-3:]).to(f.dtype)
+    return f * m
+
+
+def _continuous_transform(fiber: Field, f: torch.Tensor, matrix: np.ndarray, resample: str) -> torch.Tensor | None:
+    """T_R f for any rotation matrix (spatial part by resampling); None when the fiber has no
+    action of R (regular fields of a finite group)."""
+    from volrot.so3.resample import rotate_resampled
+    from volrot.so3.wigner import rotate_coefficients
+
+    if fiber.kind == "regular":
+        return None
+    f = rotate_resampled(f.double(), matrix, resample)[0]
+    if fiber.kind == "so3":
+        from volrot.so3.wigner import lmax_of
+
+        return rotate_coefficients(f, lmax_of(f.shape[2]), matrix, dim=2)
+    if fiber.kind == "irreps":
+        D = fiber.irreps.D_from_matrix(torch.as_tensor(matrix, dtype=torch.float64))
+        return torch.einsum("ij,bj...->bi...", D, f)
+    return f
+
+
+@torch.no_grad()
+def measure_equivariance_resampled(
+    model: nn.Module, x: torch.Tensor, matrix: np.ndarray | None = None, *, resample: str = "trilinear"
+) -> ResampledEquivarianceResult:
+    """Per-layer equivariance error of `model` under a rotation R that needs resampling
+    (default: 45° about z), the input and the feature maps resampled by `resample`.
+
+    `x`: one volume (C, D, H, W) or (1, C, D, H, W); it is zeroed outside the inscribed sphere
+    first. The model runs in eval mode on [x, R·x]; errors are measured inside the inscribed
+    sphere of each feature grid (`LayerResampledEquivariance`); grids too coarse to hold a voxel
+    centre inside it (2³) are left out.
+    """
+    from volrot.so3.resample import round_trip, rotate_resampled
+    from volrot.so3.volume import apply_sphere_mask
+
+    matrix = z45() if matrix is None else np.asarray(matrix, dtype=np.float64)
+    x = x if x.dim() == 5 else x.unsqueeze(0)
+    x = apply_sphere_mask(x.float())
+    rx = apply_sphere_mask(rotate_resampled(x, matrix, resample)[0])
+    batch = torch.cat([x, rx.to(x)])
+    results: dict[str, LayerResampledEquivariance] = {}
+    counter = [0]
+
+    def hook_for(name, fiber):
+        def hook(module, inputs, output):
+            if name in results or not torch.is_tensor(output) or output.dim() < 5:
+                return
+            out = output.detach().double().cpu()
+            if not _masked(torch.ones(out.shape[-3:])).any():  # too coarse: no voxel inside the sphere
+                return
+            a, b = out[:1], out[1:2]
+            expected = _continuous_transform(fiber, a, matrix, resample)
+            rel = None if expected is None else relative_errors(_masked(b), _masked(expected))[0]
+            inv_a, inv_b = fiber.invariant(a), fiber.invariant(b)
+            inv_rel, _ = relative_errors(_masked(inv_b), _masked(rotate_resampled(inv_a, matrix, resample)[0]))
+            floor, _ = relative_errors(_masked(round_trip(a, matrix, resample)[0]), _masked(a))
+            results[name] = LayerResampledEquivariance(
+                name, type(module).__name__, fiber.kind, list(out.shape[1:]), rel, inv_rel, floor, counter[0]
+            )
+            counter[0] += 1
+
+        return hook
+
+    handles = [m.register_forward_hook(hook_for(name, fiber)) for name, m, fiber in feature_layers(model)]
+    was_training = model.training
+    model.eval()
+    try:
+        logits = model(batch).float().cpu()
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    logit_err, _ = relative_errors(logits[1:2], logits[:1])
+    input_floor, _ = relative_errors(_masked(round_trip(x.double().cpu(), matrix, resample)[0]), _masked(x.double().cpu()))
+    ordered = sorted(results.values(), key=lambda r: r.order)
+    return ResampledEquivarianceResult(matrix, resample, ordered, logit_err, input_floor)
