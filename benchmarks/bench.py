@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--amp", action="store_true", help="bf16 autocast (the invariance error is measured in it)")
     p.add_argument("--compile", action="store_true", help="time torch.compile(model) (compiled during warm-up)")
     p.add_argument("--reference-width", type=int, default=None, help="resnet3d width (default: recipe width 64)")
-    p.add_argument("--invariance-samples", type=int, default=2, help="volumes for the 24-rotation check (0: skip)")
+    p.add_argument("--invariance-samples", type=int, default=2, help="volumes for the check under the declared group (0: skip)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch.set_num_threads (on a loaded shared CPU, 1 avoids OpenMP stalls)")
     p.add_argument("--tf32", action="store_true", help="allow TF32 matmul/cuDNN on CUDA (off by default)")

@@ -24,9 +24,10 @@ What each figure measures:
 - **saved activations**: bytes of the tensors autograd keeps for backward in one training
   forward, per sample (`saved_activation_bytes`): the machine- and allocator-independent part of
   a training step's peak memory.
-- **invariance error**: for an arch registered with a symmetry, max over the 24 exact grid
-  rotations (`octahedral()` + `rotate_exact`) of `max|f(g x) − f(x)| / max|f(x)|` on the
-  logits, in eval mode and in the precision of the run (bf16 autocast with `amp=True`). bf16
+- **invariance error**: for an arch that declares a symmetry, max over the elements of its
+  declared cube subgroup (`volrot.so3.check.invariance_error`: the 24 rotations for O/SO(3),
+  48 for Oh/O(3), 8 for D4, ...) of `max|f(g x) − f(x)| / max|f(x)|` on the logits, in eval
+  mode and in the precision of the run (bf16 autocast with `amp=True`). bf16
   logits have a relative resolution of 2⁻⁸ ≈ 4e-3, so under autocast the figure is either 0
   (the rotated logits round to the same bf16 numbers) or at least about 4e-3.
 
@@ -238,17 +239,16 @@ def saved_activation_bytes(model: torch.nn.Module, x: torch.Tensor, *, amp: bool
     return int(sum(seen.values()))
 
 
-def invariance_error(model: torch.nn.Module, x: torch.Tensor, *, amp: bool = False) -> float:
-    """Max relative logit change over the 24 exact grid rotations, eval mode, run precision."""
-    from volrot.so3.sampling import octahedral
-    from volrot.so3.volume import rotate_exact
+def invariance_error(model: torch.nn.Module, x: torch.Tensor, *, amp: bool = False, elements=None) -> float:
+    """Max relative logit change over `elements` (default: the model's declared group), eval
+    mode, run precision (`volrot.so3.check.invariance_error`)."""
+    from volrot.models.registry import symmetry_of
+    from volrot.so3.check import invariance_error as check_invariance
 
+    elements = symmetry_of(model).group.elements if elements is None else elements
     model.eval()
     with torch.inference_mode(), autocast_context(x.device, amp):
-        ref = model(x).float()
-        scale = ref.abs().max().clamp_min(torch.finfo(torch.float32).tiny)
-        errs = [float((model(rotate_exact(x, g)).float() - ref).abs().max() / scale) for g in octahedral()]
-    return max(errs)
+        return check_invariance(model, x, elements)
 
 
 def make_steps(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, amp: bool):
@@ -288,7 +288,7 @@ def measure_model(
     """Build `arch` with `options` and measure it (inference, training step, memory, FLOPs).
     With `compile`, inference and training step are timed on `torch.compile(model)` (the
     compilation happens in the warm-up calls); FLOPs and invariance on the eager model."""
-    from volrot.models.registry import count_parameters, create_model, get_entry
+    from volrot.models.registry import count_parameters, create_model, symmetry_of
 
     device = torch.device(device)
     torch.manual_seed(seed)
@@ -297,11 +297,12 @@ def measure_model(
     x = torch.randn(batch, 1, size, size, size, generator=gen).to(device)
     y = torch.randint(0, num_classes, (batch,), generator=gen).to(device)
     infer, train_step = make_steps(torch.compile(model) if compile else model, x, y, amp=amp)
-    symmetry = get_entry(arch).symmetry
+    symmetry = symmetry_of(model)
     result: dict[str, Any] = {
         "arch": arch,
         "config": dict(getattr(model, "volrot_config", options)),
-        "symmetry": symmetry,
+        "symmetry": symmetry.describe(),
+        "invariance_group_order": symmetry.group.order,
         "parameters": count_parameters(model),
         "compiled": bool(compile),
         "flops_forward_per_batch": forward_flops(model, x, amp=amp),
@@ -319,7 +320,7 @@ def measure_model(
     train_step()  # creates the Adam state, so the memory figure is of a steady-state step
     result["train_memory"] = peak_memory(train_step, device=device)
     result["train_step_s"] = time_calls(train_step, device=device, repeats=repeats, warmup=warmup).to_dict()
-    if symmetry != "none" and invariance_samples > 0:
+    if not symmetry.trivial and invariance_samples > 0:
         xs = x[:invariance_samples]
         result["invariance_error"] = invariance_error(model, xs, amp=amp)
         result["invariance_samples"] = int(xs.shape[0])

@@ -1,7 +1,9 @@
 """Inputs of `volrot predict`: which files a path means, and how one becomes the model's input.
 
 Inputs are NIfTI files (`.nii`, `.nii.gz`) or DICOM series folders; a folder that holds no
-DICOM files is searched for NIfTI files and series folders (recursively).
+DICOM files is searched for NIfTI files and series folders (recursively). A folder given as an
+input in which that search finds nothing stays in the list, and becomes an error row ("no NIfTI
+file or DICOM series in FOLDER"): it is never dropped silently.
 
 **Preprocessing** is the executable spec in the model card (`volrot.artifacts.card`), applied
 by the data layer (`volrot.data.preprocess`), never re-derived here:
@@ -65,6 +67,8 @@ class InputPipeline:
         }
 
     def load(self, path: Path) -> tuple[np.ndarray, dict[str, Any]]:
+        if path.is_dir() and not _holds_dicom(path):
+            raise UserError(f"no NIfTI file or DICOM series in {path}")
         if self.spec is not None:
             from volrot.data.preprocess import preprocess_file
 
@@ -121,7 +125,8 @@ def _holds_dicom(folder: Path) -> bool:
 
 def find_inputs(paths: Iterable[str | Path]) -> list[Path]:
     """Expand INPUT arguments: a file is used as given; a folder holding DICOM files is one
-    series; any other folder is searched (sorted, recursively) for NIfTI files and series."""
+    series; any other folder is searched (sorted, recursively) for NIfTI files and series.
+    A folder argument in which nothing is found is kept (loading it raises a `UserError`)."""
     found: list[Path] = []
 
     def walk(folder: Path) -> None:
@@ -139,7 +144,10 @@ def find_inputs(paths: Iterable[str | Path]) -> list[Path]:
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
+            before = len(found)
             walk(p)
+            if len(found) == before:
+                found.append(p)  # nothing in it: an error row, not a silent drop
         else:
             found.append(p)  # a missing or unreadable file becomes an error row
     seen, unique = set(), []

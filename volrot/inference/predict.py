@@ -17,18 +17,14 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+from scipy.special import softmax
 
 from volrot.errors import UserError
 from volrot.inference.inputs import InputPipeline, find_inputs
 from volrot.inference.results import PredictReport, error_text, make_row
-from volrot.inference.tta import rotate_grid, tta_views
+from volrot.inference.tta import tta_views
+from volrot.so3.groups import rotate_exact
 from volrot.inference.writers import check_output_path, write_predictions
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 # --- models: a checkpoint (torch) or an ONNX export (onnxruntime) ---------------------------------
@@ -137,11 +133,11 @@ def open_model(path: str | Path, device: str = "auto"):
 
 def _probabilities(run, arrays: list[np.ndarray], views: list, batch_size: int) -> np.ndarray:
     """Softmax probabilities per array, averaged over the TTA views (if any)."""
-    volumes = [rotate_grid(a, g) for a in arrays for g in views] if views else list(arrays)
+    volumes = [rotate_exact(a, g) for a in arrays for g in views] if views else list(arrays)
     per = max(1, len(views))
     probs = []
     for i in range(0, len(volumes), max(1, batch_size)):
-        probs.append(softmax(run(np.stack(volumes[i : i + batch_size]))))
+        probs.append(softmax(run(np.stack(volumes[i : i + batch_size])), axis=-1))
     p = np.concatenate(probs).reshape(len(arrays), per, -1).mean(axis=1)
     return p
 

@@ -3,13 +3,21 @@
 An architecture registers a builder function whose keyword-only arguments (with defaults) are
 its configuration options::
 
-    @register_model("resnet3d", description="...", symmetry="none")
-    def resnet3d(*, num_classes: int, in_channels: int = 1, width: int = 64, depth: int = 18):
+    @register_model("gcnn", description="...", symmetry=lambda group, **_: Symmetry(group, cube_group(group)))
+    def gcnn(*, num_classes: int, in_channels: int = 1, group: str = "O", width: int = 16):
         ...
+
+`symmetry` declares, as a function of the options (the builder's keyword arguments), what the
+logits are invariant to (`volrot.so3.groups.Symmetry`: the exact cube subgroup, and whether it
+is built for every rotation); it defaults to no symmetry. A model whose layers are equivariant
+also lists them with their field laws: `model.equivariant_layers()` -> [(name, module,
+`volrot.so3.fields.Field`)]. The shared tests (`tests/test_models.py`) check both for every
+registered arch, so a new arch gets them by registering.
 
 `create_model(name, num_classes=2, in_channels=1, width=8)` validates the option names
 (an unknown one is a `UserError`, exit 2 from the CLI) and records the effective config on the
-module as `model.volrot_arch` / `model.volrot_config`, so checkpoints can rebuild it.
+module as `model.volrot_arch` / `model.volrot_config` (so checkpoints can rebuild it) and the
+declared symmetry as `model.volrot_symmetry` (`symmetry_of(model)`).
 
 **Size limit.** Options come from recipes, `--set` and checkpoint metadata, none of them trusted.
 Before a model is built, `estimate_model_elements` runs the builder once with every tensor
@@ -36,9 +44,11 @@ import torch.nn as nn
 from torch.overrides import TorchFunctionMode
 
 from volrot.errors import UserError
+from volrot.so3.groups import NO_SYMMETRY, Symmetry
 
-#: Symmetry a model has by construction; tests use it to pick invariance checks.
-SYMMETRIES = ("none", "octahedral", "octahedral+reflections", "so3")
+
+def _no_symmetry(**_options: Any) -> Symmetry:
+    return NO_SYMMETRY
 
 
 @dataclass(frozen=True)
@@ -46,18 +56,23 @@ class ModelEntry:
     name: str
     builder: Callable[..., nn.Module]
     description: str
-    symmetry: str
+    symmetry: Callable[..., Symmetry]
     defaults: dict[str, Any] = field(default_factory=dict)
+
+    def symmetry_of(self, options: dict[str, Any] | None = None) -> Symmetry:
+        """The declared symmetry for `options` (missing ones take their defaults)."""
+        return self.symmetry(**{**self.defaults, **(options or {})})
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 _RESERVED = ("num_classes", "in_channels")
 
 
-def register_model(name: str, *, description: str, symmetry: str = "none"):
-    """Decorator registering `builder` under `name`."""
-    if symmetry not in SYMMETRIES:
-        raise ValueError(f"symmetry must be one of {SYMMETRIES}, got {symmetry!r}")
+def register_model(name: str, *, description: str, symmetry: Callable[..., Symmetry] = _no_symmetry):
+    """Decorator registering `builder` under `name`; `symmetry(**options)` declares the
+    symmetry of the model built with those options."""
+    if not callable(symmetry):
+        raise TypeError(f"symmetry of {name!r} must be a function of the options returning a Symmetry")
 
     def deco(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
@@ -260,9 +275,14 @@ def create_model(name: str, *, num_classes: int, in_channels: int = 1, **cfg: An
             model = entry.builder(**kwargs)
     model.volrot_arch = name
     model.volrot_config = {"num_classes": int(num_classes), "in_channels": int(in_channels), **config}
+    model.volrot_symmetry = entry.symmetry(**config)
     return model
 
 
+def symmetry_of(model: nn.Module) -> Symmetry:
+    """The symmetry declared for a model built by `create_model` (or loaded from a checkpoint);
+    no symmetry for any other module."""
+    return getattr(model, "volrot_symmetry", NO_SYMMETRY)
 class _Budget(TorchFunctionMode):
     """When the dry run could not size a model: refuse once its factory calls ask for more than
     `limit` values in total (None: no limit)."""
