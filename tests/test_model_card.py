@@ -117,6 +117,9 @@ def test_each_fact_is_stored_once(tmp_path):
         (lambda m: {**m, "preprocessing": {"source": "generated", "scale": float("nan")}}, "finite number"),
         (lambda m: {**m, "preprocessing": {**m["preprocessing"], "size": [8, 8, 8]}}, "differs from the input shape"),
         (lambda m: {**m, "epoch": -1}, "integer >= 0"),
+        (lambda m: {**m, "model_options": {**m["model_options"], "width": 2.5}}, "must be an integer, got 2.5"),
+        (lambda m: {**m, "model_options": {**m["model_options"], "width": "2"}}, "must be an integer"),
+        (lambda m: {**m, "model_options": {**m["model_options"], "bogus": 1}}, "unknown recipe key 'model.bogus'"),
     ],
 )
 def test_card_is_validated_once_at_load(tmp_path, change, fragment):

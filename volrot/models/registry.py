@@ -42,7 +42,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 from torch.overrides import TorchFunctionMode
-from torch.utils._device import _device_constructors
 
 from volrot.errors import UserError
 from volrot.so3.groups import NO_SYMMETRY, Symmetry
@@ -144,6 +143,16 @@ _DRY_RUN_THRESHOLD = 2**16  # factory calls above this many elements go to the m
 _SIZED = {"empty", "zeros", "ones", "full", "rand", "randn", "empty_strided", "empty_permuted"}
 
 
+def _device_constructors() -> set:
+    """The tensor factory functions that take a `device` (what `with torch.device(...)` redirects)."""
+    try:
+        from torch.utils._device import _device_constructors as constructors  # torch's own list
+
+        return set(constructors())
+    except ImportError:  # a private helper: fall back to the sized factories
+        return {getattr(torch, name) for name in _SIZED if hasattr(torch, name)}
+
+
 def _requested(func, args, kwargs) -> int:
     """Elements a sized tensor factory call asks for (0 when it cannot be read from the call)."""
     if getattr(func, "__name__", "") not in _SIZED:
@@ -228,10 +237,35 @@ def _set_rng_state(state) -> None:
     random.setstate(state[2])
 
 
+def _check_option_types(entry: ModelEntry, cfg: dict[str, Any]) -> None:
+    """Each option must have its default's type (an int where the default is an int: `width: 2.5`
+    is an error, not silently width 2); options whose default is None are not checked."""
+    for key, value in cfg.items():
+        default = entry.defaults.get(key)
+        if default is None:
+            continue
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if isinstance(default, bool):
+            ok, kind = isinstance(value, bool), "true or false"
+        elif isinstance(default, int):
+            ok, kind = number and isinstance(value, int), "an integer"
+        elif isinstance(default, float):
+            ok, kind = number, "a number"
+        elif isinstance(default, (list, tuple)):
+            ok, kind = isinstance(value, (list, tuple)), "a list"
+        elif isinstance(default, str):
+            ok, kind = isinstance(value, str), "a string"
+        else:
+            continue
+        if not ok:
+            raise UserError(f"model.{key} of arch '{entry.name}' must be {kind}, got {value!r}")
+
+
 def create_model(name: str, *, num_classes: int, in_channels: int = 1, **cfg: Any) -> nn.Module:
     """Build a registered architecture. Unknown options are a `UserError` naming the key; a
     model above `MAX_MODEL_ELEMENTS` is refused before it is allocated."""
     entry = check_model_options(name, cfg)
+    _check_option_types(entry, cfg)
     config = {**entry.defaults, **cfg}
     kwargs = {"num_classes": int(num_classes), "in_channels": int(in_channels), **config}
     for key in _RESERVED:
