@@ -62,11 +62,17 @@ class _Command(typer.core.TyperCommand):
 
 
 class _Group(typer.core.TyperGroup):
-    """`volrot --help`: the same metavars as the commands."""
+    """`volrot --help`: the same metavars as the commands (the shell-completion options, which
+    Typer adds after construction, included)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         _set_metavars(self.params)
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        _set_metavars(params)
+        return params
 
     def get_help_option(self, ctx):
         option = super().get_help_option(ctx)

@@ -15,7 +15,7 @@ from volrot.device import check_device_name, check_threads
 from volrot.errors import UserError
 
 #: Must equal volrot.engine.augment.AUGMENTATIONS and volrot.data.medmnist.SHORT_NAMES (tested).
-AUGMENTATIONS = ("none", "so3", "octahedral")
+AUGMENTATIONS = ("none", "so3", "octahedral", "resample")
 MEDMNIST_NAMES = ("organ", "nodule", "adrenal", "fracture", "vessel", "synapse")
 
 
