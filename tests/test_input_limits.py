@@ -95,7 +95,7 @@ def _one_error_line(stderr: str) -> str:
 
 
 def test_predict_gives_an_error_row_with_bounded_memory(hostile, tmp_path):
-    ck = make_checkpoint(tmp_path / "ck.safetensors", preprocessing={"source": "generated", "size": SIZE, "intensity": "none"})
+    ck = make_checkpoint(tmp_path / "ck.safetensors", preprocessing={"source": "generated", "size": SIZE, "intensity": "none", "scale": 1.0, "offset": 0.0})
     good = write_nifti(tmp_path / "good.nii.gz", blob_volume(0, shape=(SIZE,) * 3))
     out = tmp_path / "preds.csv"
     rc, stdout, stderr, peak = run_measured(

@@ -18,7 +18,7 @@ from volrot.inference.inputs import find_inputs
 
 @pytest.fixture
 def setup(tmp_path):
-    ck = make_checkpoint(tmp_path / "ck.safetensors", preprocessing={"source": "generated", "size": SIZE, "intensity": "none"})
+    ck = make_checkpoint(tmp_path / "ck.safetensors", preprocessing={"source": "generated", "size": SIZE, "intensity": "none", "scale": 1.0, "offset": 0.0})
     good = write_nifti(tmp_path / "scans" / "good.nii.gz", blob_volume(0, shape=(SIZE,) * 3))
     empty = tmp_path / "empty"
     empty.mkdir()

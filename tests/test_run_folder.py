@@ -144,7 +144,7 @@ def test_read_only_out_for_train_and_predict(tmp_path, monkeypatch):
     from tests.predict_builders import SIZE, make_checkpoint, write_nifti
     from tests.data_builders import blob_volume
 
-    ck = make_checkpoint(tmp_path / "ck.safetensors", preprocessing={"source": "generated", "size": SIZE, "intensity": "none"})
+    ck = make_checkpoint(tmp_path / "ck.safetensors", preprocessing={"source": "generated", "size": SIZE, "intensity": "none", "scale": 1.0, "offset": 0.0})
     scan = write_nifti(tmp_path / "scan.nii.gz", blob_volume(0, shape=(SIZE,) * 3))
     before = all_files(tmp_path)
     _read_only(monkeypatch)
@@ -223,7 +223,7 @@ def test_disk_full_writing_predictions_writes_nothing(tmp_path, monkeypatch):
     from tests.data_builders import blob_volume
     from tests.predict_builders import SIZE, make_checkpoint, write_nifti
 
-    ck = make_checkpoint(tmp_path / "ck.safetensors", preprocessing={"source": "generated", "size": SIZE, "intensity": "none"})
+    ck = make_checkpoint(tmp_path / "ck.safetensors", preprocessing={"source": "generated", "size": SIZE, "intensity": "none", "scale": 1.0, "offset": 0.0})
     scan = write_nifti(tmp_path / "scan.nii.gz", blob_volume(0, shape=(SIZE,) * 3))
     before = all_files(tmp_path)
     real = volrot.fileio.atomic_write
