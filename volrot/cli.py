@@ -167,7 +167,7 @@ def eval_rotated(
     batch_size: int = typer.Option(32, "--batch-size", help="Volumes per forward pass."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
     out: Optional[Path] = typer.Option(None, help="Report folder (default: <checkpoint folder>/eval-rotated)."),
-    max_samples: Optional[int] = typer.Option(None, "--max-samples", help="Evaluate the first N volumes only."),
+    max_samples: Optional[int] = typer.Option(None, "--max-samples", help="Evaluate N volumes, stratified by class (each class keeps its share)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
     """Measure ACC/AUC and logit invariance under 3D rotations of the test set.

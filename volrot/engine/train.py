@@ -7,7 +7,9 @@ Run folder (`train.out/<name>`):
     best.safetensors         model checkpoint with the best validation AUC (+ final test metrics)
     last.safetensors         model checkpoint of the last finished epoch
     train_state.safetensors  optimizer/epoch/best state for `--resume`
-    metrics.json             final validation/test metrics of the selected checkpoint
+    metrics.json             final validation/test metrics of the selected checkpoint, with the
+                             run name, arch, parameter count, best epoch and training wall time
+                             (`train_seconds`: the epochs' time summed over resumed sessions)
 
 Determinism: torch's global RNG is re-seeded from (seed, epoch) at the start of every epoch and
 the shuffling order is a function of (seed, epoch), so a resumed run reproduces an uninterrupted
@@ -251,6 +253,7 @@ def _train(recipe, device, ctx, resume_state, resume, progress, stop_after_epoch
     }
 
     start_epoch, best_key, best_epoch, best_val = 0, None, -1, {}
+    train_seconds = 0.0  # wall time of the finished epochs (training + validation), over resumes
     if resume_state is not None:
         tensors, meta = resume_state
         run_dir = Path(resume)
@@ -259,6 +262,7 @@ def _train(recipe, device, ctx, resume_state, resume, progress, stop_after_epoch
         start_epoch = int(meta["epoch"])
         best_key = tuple(meta["best_key"]) if meta["best_key"] is not None else None
         best_epoch, best_val = int(meta["best_epoch"]), meta["best_val"]
+        train_seconds = float(meta.get("train_seconds", 0.0))
     else:
         run_dir = _new_run_dir(recipe, bundle) if ctx.is_main else None
         run_dir = Path(ctx.broadcast_object(str(run_dir) if run_dir else None))
@@ -313,6 +317,7 @@ def _train(recipe, device, ctx, resume_state, resume, progress, stop_after_epoch
                 "val_auc": val["auc"],
                 "seconds": round(time.perf_counter() - t0, 3),
             }
+            train_seconds += record["seconds"]
             key = selection_key(val)
             improved = best_key is None or key > best_key
             if improved:
@@ -335,6 +340,7 @@ def _train(recipe, device, ctx, resume_state, resume, progress, stop_after_epoch
                         "best_key": list(best_key),
                         "best_epoch": best_epoch,
                         "best_val": best_val,
+                        "train_seconds": train_seconds,
                         "optimizer": opt_meta,
                     },
                 )
@@ -353,7 +359,13 @@ def _train(recipe, device, ctx, resume_state, resume, progress, stop_after_epoch
     best_tensors = ctx.broadcast_object(best_tensors)
     model.load_state_dict(best_tensors)
     final = {
+        "run_name": run_dir.name,
+        "arch": recipe.model.arch,
+        "parameters": meta_common["parameters"],
+        "data": bundle.name,
+        "epochs": t_cfg.epochs,
         "best_epoch": best_epoch,
+        "train_seconds": round(train_seconds, 3),
         "val": evaluate(model, bundle.val, bundle.task, **eval_kw),
         "test": evaluate(model, bundle.test, bundle.task, **eval_kw),
     }
