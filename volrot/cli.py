@@ -311,6 +311,69 @@ def inspect_activation(
     console.print(f"wrote {len(paths)} files to {paths['inspect.json'].parent} in {report.meta['elapsed_s']:.1f} s")
 
 
+@app.command(
+    epilog=(
+        "Examples:\n\n"
+        "  volrot study shapes-quick                       # shipped study: every arch on shapes, CPU-sized\n\n"
+        "  volrot study my-study.yaml --out runs/my-study\n\n"
+        "  CUDA_VISIBLE_DEVICES=1 volrot study organ-paper --shard 1/4   # one of 4 parallel shards\n\n"
+        "  volrot study my-study.yaml --report-only         # table and figures of the finished cells"
+    )
+)
+@user_errors
+def study(
+    study_file: Path = typer.Argument(..., help="Study YAML file, or the name of a shipped study (e.g. shapes-quick)."),
+    out: Optional[Path] = typer.Option(None, help="Study folder (default: runs/study-<name>)."),
+    shard: Optional[str] = typer.Option(None, help="Run only shard i of N (i/N, 0-based): cells whose index is i mod N."),
+    report_only: bool = typer.Option(False, "--report-only", help="Train nothing: report the finished cells."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+):
+    """Train every (model, seed) cell of a study, evaluate it under rotation, and report.
+
+    Each cell is an ordinary run folder in the study folder; finished cells are skipped and an
+    interrupted one resumes. Writes study.md/csv/json/html and figures, prints the table.
+    """
+    import time
+
+    from volrot.study import load_study, run_study
+    from volrot.study.cells import parse_shard
+    from volrot.study.report import print_table
+
+    started = time.perf_counter()
+    spec = load_study(study_file)
+    run = run_study(spec, out, shard=parse_shard(shard), report_only=report_only, progress=not quiet, console=console)
+    if run.report is None or not run.report.models:
+        console.print(f"no finished cells yet in {run.study_dir}")
+        return
+    print_table(run.report, console)
+    console.print(
+        f"study folder: {run.study_dir}  ({len(run.report.cells)} of {len(run.cells)} cells finished; "
+        f"this call {time.perf_counter() - started:.0f} s)",
+        highlight=False,
+    )
+
+
+@app.command(
+    epilog=(
+        "Examples:\n\n"
+        "  volrot compare runs/*                            # every run folder with an eval-rotated report\n\n"
+        "  volrot compare runs/a/eval-rotated/report.json runs/b --out cmp/"
+    )
+)
+@user_errors
+def compare(
+    paths: List[Path] = typer.Argument(..., help="Run folders (with eval-rotated/report.json), report.json files or study folders."),
+    out: Path = typer.Option(Path("compare"), help="Folder for study.md/csv/json/html and the figures."),
+):
+    """The study table and figures of existing runs, without training anything."""
+    from volrot.study import compare as run_compare
+    from volrot.study.report import print_table
+
+    res, paths_written = run_compare(paths, out)
+    print_table(res, console)
+    console.print(f"wrote {', '.join(paths_written)} to {out}", highlight=False)
+
+
 def main() -> None:
     app()
 
