@@ -322,8 +322,11 @@ def inspect_activation(
 )
 @user_errors
 def study(
-    study_file: Path = typer.Argument(..., help="Study YAML file, or the name of a shipped study (e.g. shapes-quick)."),
+    study_file: Path = typer.Argument(..., help="Study YAML file, a study folder, or the name of a shipped study (e.g. shapes-quick)."),
     out: Optional[Path] = typer.Option(None, help="Study folder (default: runs/study-<name>)."),
+    set_: List[str] = typer.Option(
+        [], "--set", help="Override a study key: data|eval|optim|train.KEY=VALUE, e.g. data.root=DIR (repeatable)."
+    ),
     shard: Optional[str] = typer.Option(None, help="Run only shard i of N (i/N, 0-based): cells whose index is i mod N."),
     report_only: bool = typer.Option(False, "--report-only", help="Train nothing: report the finished cells."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
@@ -340,7 +343,9 @@ def study(
     from volrot.study.report import print_table
 
     started = time.perf_counter()
-    spec = load_study(study_file)
+    spec = load_study(study_file, set_)
+    if out is None and study_file.is_dir():  # `volrot study runs/study-x`: that study folder
+        out = study_file
     run = run_study(spec, out, shard=parse_shard(shard), report_only=report_only, progress=not quiet, console=console)
     if run.report is None or not run.report.models:
         console.print(f"no finished cells yet in {run.study_dir}")
@@ -350,6 +355,7 @@ def study(
         f"study folder: {run.study_dir}  ({len(run.report.cells)} of {len(run.cells)} cells finished; "
         f"this call {time.perf_counter() - started:.0f} s)",
         highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -371,7 +377,7 @@ def compare(
 
     res, paths_written = run_compare(paths, out)
     print_table(res, console)
-    console.print(f"wrote {', '.join(paths_written)} to {out}", highlight=False)
+    console.print(f"wrote {', '.join(paths_written)} to {out}", highlight=False, soft_wrap=True)
 
 
 def main() -> None:

@@ -340,7 +340,7 @@ def evaluate_checkpoint(
     )
     report.meta = {
         "checkpoint": str(path),
-        "model": meta.get("arch") or (recipe.get("model") or {}).get("arch") or type(model).__name__,
+        "model": meta.get("arch") or ((meta.get("recipe") or {}).get("model") or {}).get("arch") or type(model).__name__,
         "data": bundle.name,
         "split": split,
         "class_names": list(bundle.class_names),

@@ -18,7 +18,13 @@ from typing import Any
 import yaml
 
 from volrot.errors import UserError
-from volrot.study.spec import StudySpec, cell_name, cell_recipe, eval_options, recipe_difference
+from volrot.study.spec import (
+    StudySpec,
+    cell_name,
+    cell_recipe,
+    eval_options,
+    recipe_difference,
+)
 
 EVAL_DIR = "eval-rotated"
 EVAL_OPTIONS = "eval-options.json"

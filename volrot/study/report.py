@@ -140,7 +140,7 @@ def print_table(res: StudyResults, console=None) -> None:
         finally:
             console.width = old
     for note in res.notes:
-        console.print(f"note: {note}", highlight=False)
+        console.print(f"note: {note}", highlight=False, soft_wrap=True)
 
 
 def _title_line(res: StudyResults) -> str:

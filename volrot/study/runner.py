@@ -102,7 +102,7 @@ def run_study(
             label = f"[{k + 1}/{len(mine)}] {cell.name}"
             if state == "finished":
                 run.actions[cell.name] = "skipped (finished)"
-                console.print(f"{label}: finished, skipped", highlight=False)
+                console.print(f"{label}: finished, skipped", highlight=False, soft_wrap=True)
                 continue
             t0 = time.perf_counter()
             run.actions[cell.name] = _run_cell(cell, state, label, progress, console)
@@ -127,11 +127,11 @@ def _run_cell(cell: Cell, state: str, label: str, progress: bool, console) -> st
             clear_empty_start(cell)
         epochs = cell.recipe.train.epochs
         if state == "partial":
-            console.print(f"{label}: resuming the interrupted training ({epochs} epochs in all)", highlight=False)
+            console.print(f"{label}: resuming the interrupted training ({epochs} epochs in all)", highlight=False, soft_wrap=True)
             result = train(None, resume=cell.run_dir, progress=progress, console=console)
             done.append("resumed training")
         else:
-            console.print(f"{label}: training {cell.recipe.model.arch} ({epochs} epochs, seed {cell.seed})", highlight=False)
+            console.print(f"{label}: training {cell.recipe.model.arch} ({epochs} epochs, seed {cell.seed})", highlight=False, soft_wrap=True)
             result = train(cell.recipe, progress=progress, console=console)
             done.append("trained")
         if not result.completed:  # pragma: no cover - train() only stops early when asked to
@@ -140,10 +140,10 @@ def _run_cell(cell: Cell, state: str, label: str, progress: bool, console) -> st
         console.print(
             f"{label}: test ACC {test['acc']:.3f} AUC {test['auc']:.3f} "
             f"(best epoch {result.metrics['best_epoch']}, {result.metrics['train_seconds']:.0f} s)",
-            highlight=False,
+            highlight=False, soft_wrap=True,
         )
     protocols = cell.eval.get("protocols", "all")
-    console.print(f"{label}: rotated evaluation ({', '.join(protocols) if isinstance(protocols, list) else protocols})", highlight=False)
+    console.print(f"{label}: rotated evaluation ({', '.join(protocols) if isinstance(protocols, list) else protocols})", highlight=False, soft_wrap=True)
     folder = cell.run_dir / EVAL_DIR
     (folder / EVAL_OPTIONS).unlink(missing_ok=True)  # the marker goes last: a crash leaves no stale one
     report, _ = evaluate_checkpoint(cell.run_dir / "best.safetensors", out=folder, progress=progress, **cell.eval)
@@ -153,7 +153,7 @@ def _run_cell(cell: Cell, state: str, label: str, progress: bool, console) -> st
     )
     console.print(
         f"{label}: unrotated ACC {report.reference['acc']:.3f}; {summary} ({report.meta['elapsed_s']:.0f} s)",
-        highlight=False,
+        highlight=False, soft_wrap=True,
     )
     done.append("evaluated")
     return ", ".join(done)

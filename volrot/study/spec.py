@@ -19,10 +19,12 @@ A study file is YAML with these keys (anything else is a `UserError` naming the 
         recipe: equilopo_shapes   # optional base: a shipped recipe's name or a recipe file
         optim: {lr: 0.001}
 
-The recipe of the cell (model, seed) is, lowest first: the built-in defaults < the entry's
-`recipe` file (its `data` section is ignored) < the study's `optim`/`train` < the entry's own
-`model`/`optim`/`train` < the study's `data`, `train.seed = seed`, `train.out = <study folder>`
-and `train.name = <model>-seed<seed>`. Seed, out and name belong to the study: setting them in
+The recipe of the cell (model, seed) is, lowest first: the built-in defaults < the study's
+`optim`/`train` (defaults for every model) < the entry's `recipe` file (its `data` section is
+ignored; the study's `train.device`, when given, is kept) < the entry's own `model`/`optim`/
+`train` < the study's `data`, `train.seed = seed`, `train.out = <study folder>` and
+`train.name = <model>-seed<seed>`. No (arch, dataset) recipe is looked up implicitly: a cell's
+recipe is what the study file says, and its run folder's `recipe.yaml` shows all of it. Seed, out and name belong to the study: setting them in
 a model entry or in the study's `train` is an error.
 
 `eval` holds keyword arguments of `volrot.engine.rotated.evaluate_checkpoint` (the library
@@ -113,18 +115,27 @@ def shipped_studies() -> list[str]:
 
 
 def resolve_study_path(path: str | Path) -> Path:
-    """A study file, or the name of a shipped study (`shapes-quick`, `shapes-quick.yaml`)."""
+    """A study file, a study folder (its `study.yaml`), or the name of a shipped study
+    (`shapes-quick`, `shapes-quick.yaml`)."""
     p = Path(path)
     if p.is_file():
         return p
+    if p.is_dir() and (p / "study.yaml").is_file():
+        return p / "study.yaml"
     shipped = SHIPPED_STUDIES / (p.name if p.suffix == ".yaml" else f"{p.name}.yaml")
     if p.parent in (Path("."), Path("studies")) and shipped.is_file():
         return shipped
     raise UserError(f"study file not found: {p} (shipped studies: {', '.join(shipped_studies()) or 'none'})")
 
 
-def load_study(path: str | Path) -> StudySpec:
-    """Read and fully validate a study file (or shipped study name); nothing is run or written."""
+def load_study(path: str | Path, sets: list[str] | tuple[str, ...] = ()) -> StudySpec:
+    """Read and fully validate a study file (or shipped study name); nothing is run or written.
+
+    `sets`: `section.key=value` overrides of the study's data/eval/optim/train sections (as
+    `volrot train --set`), e.g. `data.root=/data/medmnist` or `train.device=cuda`.
+    """
+    from volrot.config import apply_override
+
     p = resolve_study_path(path)
     try:
         raw = yaml.safe_load(p.read_text(encoding="utf-8"))
@@ -132,6 +143,12 @@ def load_study(path: str | Path) -> StudySpec:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
         raise UserError(f"{p}: not valid YAML{where}") from None
+    if isinstance(raw, dict):
+        for assignment in sets:
+            section = assignment.partition("=")[0].strip().split(".")[0]
+            if section not in ("data", "eval", "optim", "train"):
+                raise UserError(f"--set: study key must look like data.KEY, eval.KEY, optim.KEY or train.KEY, got '{assignment}'")
+            apply_override(raw, assignment)
     return study_from_dict(raw, source=str(p), default_name=p.stem, base_dir=p.parent)
 
 
@@ -249,14 +266,20 @@ def cell_name(model: str, seed: int) -> str:
 
 def cell_recipe(spec: StudySpec, model: ModelSpec, seed: int, study_dir: Path):
     """The validated `Recipe` of the cell (model, seed) (see the module docstring for precedence)."""
-    from volrot.config import load_recipe_file, merge, recipe_from_dict, validate_model_options
+    from volrot.config import (
+        load_recipe_file,
+        merge,
+        recipe_from_dict,
+        validate_model_options,
+    )
     from volrot.engine.augment import check_augment
 
     source = f"{spec.source}: model '{model.name}'"
-    raw: dict[str, Any] = {}
+    raw: dict[str, Any] = {"optim": dict(spec.optim), "train": dict(spec.train)}
     if model.recipe:
-        raw = {k: v for k, v in load_recipe_file(model.recipe).items() if k != "data"}
-    raw = merge(raw, {"optim": spec.optim, "train": spec.train})
+        raw = merge(raw, {k: v for k, v in load_recipe_file(model.recipe).items() if k != "data"})
+        if "device" in spec.train:  # where the study runs beats a recipe file's device
+            raw["train"]["device"] = spec.train["device"]
     raw = merge(raw, model.fragment)
     if "arch" not in raw.get("model", {}):
         raise UserError(f"{source}: no 'model.arch' (give it in the entry or its recipe)")
