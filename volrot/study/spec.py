@@ -316,8 +316,14 @@ def check_eval_options(options: dict[str, Any], source: str) -> None:
         if key not in known:
             raise UserError(f"{source}: unknown study key 'eval.{key}' (known: {', '.join(known)})")
     merged = {**known, **options}
+    # the rotation-set options build_protocols knows (protocols, angles, n, seed, and any it grows)
+    accepted = inspect.signature(build_protocols).parameters
+    kwargs = {k: v for k, v in merged.items() if k in accepted and k != "protocols"}
     try:
-        build_protocols(merged["protocols"], angles=float(merged["angles"]), n=int(merged["n"]), seed=int(merged["seed"]))
+        for k in ("angles", "n", "seed"):
+            if k in kwargs:
+                kwargs[k] = (float if k == "angles" else int)(kwargs[k])
+        build_protocols(merged["protocols"], **kwargs)
     except (TypeError, ValueError):
         raise UserError(f"{source}: 'eval.angles', 'eval.n' and 'eval.seed' must be numbers") from None
     except UserError as e:
