@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from volrot import load_model
-from volrot.checkpoint import checkpoint_metadata, read_tensors, save_checkpoint
+from volrot.artifacts.checkpoint import checkpoint_metadata, read_tensors, save_checkpoint
 from volrot.errors import UserError
 from volrot.models import create_model
 
@@ -21,13 +21,14 @@ def test_round_trip_weights_metadata_and_outputs(tmp_path):
     path = tmp_path / "ck.safetensors"
     save_checkpoint(path, m, checkpoint_metadata(m, class_names=["a", "b", "c"], metrics={"val": {"auc": 0.5}}))
     loaded = load_model(path)
-    assert loaded.volrot_meta["arch"] == "resnet3d"
-    assert loaded.volrot_meta["model_config"]["width"] == 2
-    assert loaded.volrot_meta["class_names"] == ["a", "b", "c"]
-    assert not loaded.training
+    assert loaded.meta["arch"] == "resnet3d"
+    assert loaded.meta["model_config"]["width"] == 2
+    assert loaded.meta["class_names"] == ["a", "b", "c"]
+    assert not loaded.model.training
     x = torch.randn(2, 1, 12, 12, 12)
     with torch.no_grad():
-        torch.testing.assert_close(loaded(x), m(x), rtol=0, atol=0)
+        torch.testing.assert_close(loaded.model(x), m(x), rtol=0, atol=0)
+        torch.testing.assert_close(torch.from_numpy(loaded(x.numpy())), m(x), rtol=0, atol=0)
     assert not list(tmp_path.glob(".*.tmp")), "atomic write left a temp file"
 
 

@@ -205,7 +205,7 @@ def test_one_epoch_cpu_training_and_checkpoint_round_trip(tiny_recipe):
     result = train(recipe, progress=False)
     assert set(result.metrics) >= {"val", "test"}
     assert 0.0 <= result.metrics["test"]["acc"] <= 1.0
-    model = load_model(result.best_checkpoint).eval()
+    model = load_model(result.best_checkpoint).model
     assert model.volrot_arch == "gcnn" and model.volrot_config["group"] == "O"
     x = smooth_volume(2, 16)
     assert invariance_error(model, x, octahedral()) <= 1e-4

@@ -114,7 +114,7 @@ def test_one_epoch_cpu_training_and_checkpoint_round_trip(tiny_recipe):
     recipe = tiny_recipe(model={"arch": "gmr", "width": 2, "kernel_sizes": [5, 5, 3, 3]}, train={"epochs": 1, "name": "gmr1"})
     result = train(recipe, progress=False)
     assert 0.0 <= result.metrics["test"]["acc"] <= 1.0
-    model = load_model(result.best_checkpoint).eval()
+    model = load_model(result.best_checkpoint).model
     assert model.volrot_arch == "gmr" and list(model.volrot_config["kernel_sizes"]) == [5, 5, 3, 3]
     # the trained log sigma went through the checkpoint
     assert any(name.endswith("log_sigma") for name, _ in model.named_parameters())

@@ -68,10 +68,10 @@ def _capture(model, volumes, names):
 
 
 def test_sampled_functions_equal_layer_outputs_at_random_rotations(equilopo_checkpoint):
-    from volrot.checkpoint import load_model
+    from volrot.artifacts.checkpoint import load_checkpoint
     from volrot.inspection import inspect_model
 
-    model = load_model(equilopo_checkpoint)
+    model, _ = load_checkpoint(equilopo_checkpoint)
     torch.manual_seed(1)
     volumes = torch.rand(3, 1, 16, 16, 16)
     rotations = haar(24, seed=5).matrices
@@ -146,10 +146,10 @@ def test_command_on_tiny_trained_equilopo_writes_figures_and_documented_json(equ
 
 
 def test_layer_filter_selects_one_activation(equilopo_checkpoint):
-    from volrot.checkpoint import load_model
+    from volrot.artifacts.checkpoint import load_checkpoint
     from volrot.inspection import inspect_model
 
-    model = load_model(equilopo_checkpoint)
+    model, _ = load_checkpoint(equilopo_checkpoint)
     report = inspect_model(model, torch.rand(1, 1, 16, 16, 16), layer="blocks.0.act2", functions=8, rotations=haar(8).matrices)
     assert [s.name for s in report.local] == ["blocks.0.act2.op"] and report.softmax == []
 

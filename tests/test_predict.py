@@ -26,8 +26,9 @@ from predict_builders import CLASSES, SIZE, ct_volume, make_checkpoint, write_di
 from volrot import load_model  # noqa: E402
 from volrot.cli import app  # noqa: E402
 from volrot.errors import UserError  # noqa: E402
-from volrot.export import export_checkpoint, load_artifact  # noqa: E402
-from volrot.predict import OnnxModel, open_model, rotate_grid  # noqa: E402
+from volrot.artifacts.export import export_checkpoint, load_artifact  # noqa: E402
+from volrot.inference.predict import OnnxModel, open_model
+from volrot.inference.tta import rotate_grid  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,7 +97,7 @@ def test_folder_with_corrupt_file_gives_complete_output_and_exit_2(exported, tmp
 def test_onnx_path_runs_without_torch(exported):
     code = (
         "import sys, json; sys.modules['torch'] = None\n"
-        "from volrot.predict import OnnxModel\n"
+        "from volrot.inference.predict import OnnxModel\n"
         f"m = OnnxModel({str(exported['onnx'])!r})\n"
         f"scans = ({str(exported['nifti'])!r}, {str(exported['dicom'])!r})\n"
         "print(json.dumps([m.predict(p) for p in scans]))\n"
@@ -118,7 +119,7 @@ def test_shapes_checkpoint_takes_files_as_is(tmp_path):
     res = model.predict(scan)
     assert res["preprocessing"]["mode"] == "as-is" and res["preprocessing"]["size"] == [SIZE] * 3
     with torch.no_grad():
-        ref = torch.softmax(model(torch.from_numpy(vol)[None, None]), -1)[0].numpy()
+        ref = torch.softmax(model.model(torch.from_numpy(vol)[None, None]), -1)[0].numpy()
     np.testing.assert_allclose(_probs(res), ref, atol=1e-6)
     wrong = write_nifti(tmp_path / "big.nii.gz", np.zeros((20, 20, 20), np.float32))
     with pytest.raises(UserError, match=r"20×20×20 voxels but this model takes 16×16×16 as-is"):

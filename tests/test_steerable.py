@@ -286,7 +286,7 @@ def test_one_epoch_cpu_training_and_checkpoint_keep_invariance(tiny_recipe):
     records = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert len(records) == 1
     assert math.isfinite(records[0]["train_loss"]) and math.isfinite(records[0]["val_loss"])
-    model = load_model(result.best_checkpoint)
+    model = load_model(result.best_checkpoint).model
     assert model.volrot_arch == "steerable" and model.volrot_config["lmax"] == 1
     x = torch.randn(2, 1, 16, 16, 16)
     assert max(_invariance_errors(model, x, ROTATIONS[1::6])) <= 1e-4

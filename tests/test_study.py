@@ -11,7 +11,7 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from volrot.checkpoint import read_tensors
+from volrot.artifacts.checkpoint import read_tensors
 from volrot.cli import app
 from volrot.engine.train import train
 from volrot.errors import UserError

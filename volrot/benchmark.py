@@ -32,7 +32,6 @@ older source tree of volrot can load it by file path (see `benchmarks/bench_equi
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import gc
 import json
@@ -48,6 +47,8 @@ from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
+
+from volrot.device import autocast
 
 SCHEMA = "volrot-benchmark/1"
 REFERENCE_ARCH = "resnet3d"
@@ -182,10 +183,8 @@ def peak_memory(fn: Callable[[], Any], *, device: torch.device | str = "cpu") ->
 
 
 def autocast_context(device: torch.device, amp: bool):
-    """bf16 autocast on the run's device when `amp`, else a no-op context."""
-    if not amp:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    """bf16 autocast on the run's device (CPU included) when `amp`, else a no-op context."""
+    return autocast(device, amp, cpu=True)
 
 
 def forward_flops(model: torch.nn.Module, x: torch.Tensor, *, amp: bool = False) -> int:

@@ -174,7 +174,7 @@ def eval_rotated(
 
     Writes report.json, report.csv and report.png and prints a summary table.
     """
-    from volrot.engine.rotated import evaluate_checkpoint
+    from volrot.engine.eval_rotated import evaluate_checkpoint
     from volrot.engine.rotated_report import print_report
 
     report, paths = evaluate_checkpoint(
@@ -205,7 +205,7 @@ def export(
     tolerance: float = typer.Option(1e-4, help="Largest accepted max|Δlogit| / max|logit|."),
 ):
     """Export a checkpoint to ONNX / TorchScript / torch.export with metadata, verified against the eager model."""
-    from volrot.export import export_checkpoint
+    from volrot.artifacts.export import export_checkpoint
 
     report = export_checkpoint(checkpoint, format, out, exporter=exporter, samples=sample, tolerance=tolerance)
     from rich.table import Table
@@ -245,7 +245,7 @@ def predict(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
     """Predict classes of NIfTI files or DICOM series folders; bad inputs become error rows (exit 2 at the end)."""
-    from volrot.predict import predict_files
+    from volrot.inference.predict import predict_files
 
     report = predict_files(
         model, inputs, out=out, tta=tta, batch_size=batch_size, device=device, progress=not quiet, console=err_console

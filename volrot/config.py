@@ -213,6 +213,17 @@ def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def canonical_name(name: str) -> str:
+    """Short dataset name used for recipe lookup: 'nodulemnist3d' -> 'nodule', 'nifti:x' -> 'nifti'."""
+    n = name.strip()
+    low = n.lower()
+    if low.startswith(("nifti:", "dicom:")):
+        return low.split(":", 1)[0]
+    if low.endswith("mnist3d"):
+        return low[: -len("mnist3d")]
+    return low
+
+
 def find_recipe(arch: str, dataset: str) -> Path | None:
     """The shipped recipe for an (arch, dataset) pair, e.g. volrot/recipes/equilopo_nodule.yaml."""
     p = REPO_RECIPES / f"{arch}_{dataset}.yaml"
@@ -266,8 +277,6 @@ def build_recipe(
     for assignment in sets or []:
         apply_override(user, assignment)
     probe = recipe_from_dict(user, source=str(recipe_file or "recipe"))
-    from volrot.data import canonical_name
-
     pair = find_recipe(probe.model.arch, canonical_name(probe.data.name))
     raw = merge(load_recipe_file(pair), user) if pair else user
     return recipe_from_dict(raw, source=str(recipe_file or pair or "recipe"))

@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 
 import numpy as np
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
+from volrot.device import autocast
 from volrot.engine.distributed import DistContext
 from volrot.engine.metrics import compute_metrics
-
-
-def autocast_for(device: torch.device, amp: bool):
-    """bf16 autocast on CUDA when `amp`; nothing on CPU (CPU runs stay exact and deterministic)."""
-    if amp and device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return nullcontext()
 
 
 @torch.no_grad()
@@ -44,7 +37,7 @@ def predict_logits(
     model.eval()
     labels, logits = [], []
     for x, y in loader:
-        with autocast_for(device, amp):
+        with autocast(device, amp):
             out = model(x.to(device, non_blocking=True))
         logits.append(out.float().cpu().numpy())
         labels.append(np.asarray(y).reshape(-1))

@@ -28,9 +28,9 @@ The unrotated predictions are computed once; rotations are batched on the model'
 (`batch_size` volumes per forward pass, several rotations of a small batch packed together).
 Axis convention: see `volrot.so3.volume`.
 
-`evaluate_checkpoint(path, ...)` is `volrot eval-rotated`: it loads a checkpoint and the data it
-was trained on (or `data=`), runs `evaluate_rotated` and writes the report files
-(`volrot.engine.rotated_report`).
+`volrot.engine.eval_rotated.evaluate_checkpoint(path, ...)` is `volrot eval-rotated`: it loads
+a checkpoint and the data it was trained on (or `data=`), runs `evaluate_rotated` and writes the
+report files (`volrot.engine.rotated_report`).
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -113,7 +112,7 @@ class _Protocol:
 
 def build_protocols(protocols: Sequence[str], *, angles: float, n: int, seed: int) -> list[_Protocol]:
     """The requested rotation sets (in `PROTOCOLS` order) followed by the control set."""
-    names = _check_protocols(protocols)
+    names = check_protocols(protocols)
     if not 3 <= angles <= 180:
         raise UserError(f"--angles must be between 3 and 180 degrees, got {angles}")
     if n < 1:
@@ -141,7 +140,7 @@ def build_protocols(protocols: Sequence[str], *, angles: float, n: int, seed: in
     return out
 
 
-def _check_protocols(protocols: Sequence[str] | str) -> list[str]:
+def check_protocols(protocols: Sequence[str] | str) -> list[str]:
     if isinstance(protocols, str):
         protocols = [protocols]
     names = set()
@@ -280,76 +279,6 @@ def evaluate_rotated(
     return RotatedReport(meta, reference, summaries, rows)
 
 
-def evaluate_checkpoint(
-    checkpoint: str | Path,
-    *,
-    data: str | None = None,
-    root: str | None = None,
-    split: str = "test",
-    protocols: Sequence[str] | str = "all",
-    angles: float = 30.0,
-    n: int = 64,
-    seed: int = 0,
-    mask: str = "sphere",
-    batch_size: int = 32,
-    device: str = "auto",
-    max_samples: int | None = None,
-    out: str | Path | None = None,
-    progress: bool = False,
-) -> tuple[RotatedReport, dict[str, Path]]:
-    """`volrot eval-rotated`: load a checkpoint and its data, evaluate, write the report.
-
-    The data are the checkpoint's recorded data config (`volrot_meta["recipe"]["data"]`) unless
-    `data` (and/or `root`) is given; `split` picks train/val/test. `device="auto"` means CUDA when
-    available. `out` defaults to `<checkpoint folder>/eval-rotated`. Returns the report and the
-    paths of report.json, report.csv and report.png. Everything is checked before any file is
-    written.
-    """
-    from volrot.checkpoint import load_model
-    from volrot.config import recorded_data_config
-    from volrot.data import load_data
-    from volrot.engine.train import resolve_device
-    from volrot.engine.rotated_report import write_report
-
-    path = Path(checkpoint)
-    if split not in ("train", "val", "test"):
-        raise UserError(f"--split must be train, val or test, got '{split}'")
-    _check_protocols(protocols)
-    model = load_model(path)
-    meta = dict(getattr(model, "volrot_meta", None) or {})
-    cfg = recorded_data_config(meta, source=str(path), data=data, root=root)
-    bundle = load_data(cfg)  # the whole split: `max_samples` draws a class-stratified subset of it
-    num_classes = _num_classes(meta)
-    if num_classes is not None and num_classes != bundle.num_classes:
-        raise UserError(
-            f"{path}: the model predicts {num_classes} classes but data '{bundle.name}' has {bundle.num_classes}"
-        )
-    report = evaluate_rotated(
-        model,
-        bundle.split(split),
-        task=bundle.task,
-        protocols=protocols,
-        angles=angles,
-        n=n,
-        seed=seed,
-        mask=mask,
-        device=resolve_device(str(device)),
-        batch_size=batch_size,
-        max_samples=max_samples,
-        progress=progress,
-    )
-    report.meta = {
-        "checkpoint": str(path),
-        "model": meta.get("arch") or ((meta.get("recipe") or {}).get("model") or {}).get("arch") or type(model).__name__,
-        "data": bundle.name,
-        "split": split,
-        "class_names": list(bundle.class_names),
-        **report.meta,
-    }
-    paths = write_report(report, Path(out) if out is not None else path.parent / "eval-rotated")
-    return report, paths
-
-
 def stratified_indices(labels: Sequence[int], k: int) -> list[int]:
     """`k` indices of `labels`, stratified by class, in increasing order.
 
@@ -384,14 +313,6 @@ def _labels_of(dataset: Dataset) -> np.ndarray:
     if labels is not None and len(labels) == len(dataset):
         return np.asarray(labels).reshape(-1)
     return np.array([int(dataset[i][1]) for i in range(len(dataset))])
-
-
-def _num_classes(meta: dict) -> int | None:
-    k = (meta.get("model_config") or {}).get("num_classes")
-    if k is None:
-        names = meta.get("class_names") or (meta.get("data") or {}).get("class_names")
-        k = len(names) if names else None
-    return k
 
 
 def _check_exact_possible(plan: Iterable[_Protocol], shape: Sequence[int]) -> None:

@@ -33,12 +33,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from volrot.checkpoint import atomic_write_text, checkpoint_metadata, read_tensors, save_checkpoint, save_tensors
+from volrot.artifacts.checkpoint import atomic_write_text, checkpoint_metadata, read_tensors, save_checkpoint, save_tensors
 from volrot.config import Recipe, recipe_from_dict, validate_model_options
 from volrot.data import DataBundle, load_data
 from volrot.engine.augment import augment_batch, check_augment
 from volrot.engine.distributed import DistContext, init_from_env, shutdown
-from volrot.engine.evaluate import autocast_for, evaluate
+from volrot.device import autocast, resolve_device
+from volrot.engine.evaluate import evaluate
 from volrot.engine.metrics import selection_key
 from volrot.errors import UserError
 from volrot.models import count_parameters, create_model
@@ -50,16 +51,6 @@ class TrainResult:
     best_checkpoint: Path
     metrics: dict[str, Any] = field(default_factory=dict)  # {"val": {...}, "test": {...}, "best_epoch": n}
     completed: bool = True
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available on this machine")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise UserError(f"--device must be auto, cpu, cuda or cuda:N, got '{name}'")
-    return torch.device(name)
 
 
 def lr_at(recipe: Recipe, epoch: int) -> float:
@@ -295,7 +286,7 @@ def _train(recipe, device, ctx, resume_state, resume, progress, stop_after_epoch
             for x, y in loader:
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 x = augment_batch(x, t_cfg.augment)
-                with autocast_for(device, t_cfg.amp):
+                with autocast(device, t_cfg.amp):
                     logits = net(x)
                 loss = F.cross_entropy(logits.float(), y)
                 optimizer.zero_grad(set_to_none=True)

@@ -3,7 +3,7 @@
 `run_study(spec, study_dir, shard=(i, N))` goes through the cells of shard i (all cells when
 `shard` is None) in order: a finished cell is skipped, an interrupted training is resumed
 (`volrot.engine.train.train(resume=...)`), a trained cell without a current rotated evaluation
-is evaluated (`volrot.engine.rotated.evaluate_checkpoint`). Every state check happens before
+is evaluated (`volrot.engine.eval_rotated.evaluate_checkpoint`). Every state check happens before
 anything runs, so a study folder holding a cell trained with another recipe stops the study
 with one line and nothing done. At the end the report is written over every finished cell of
 the study (also the cells of other shards).
@@ -118,7 +118,7 @@ def run_study(
 
 
 def _run_cell(cell: Cell, state: str, label: str, progress: bool, console) -> str:
-    from volrot.engine.rotated import evaluate_checkpoint
+    from volrot.engine.eval_rotated import evaluate_checkpoint
     from volrot.engine.train import train
 
     done = []

@@ -27,7 +27,7 @@ ignored; the study's `train.device`, when given, is kept) < the entry's own `mod
 recipe is what the study file says, and its run folder's `recipe.yaml` shows all of it. Seed, out and name belong to the study: setting them in
 a model entry or in the study's `train` is an error.
 
-`eval` holds keyword arguments of `volrot.engine.rotated.evaluate_checkpoint` (the library
+`eval` holds keyword arguments of `volrot.engine.eval_rotated.evaluate_checkpoint` (the library
 function behind `volrot eval-rotated`): `protocols`, `angles`, `n`, `seed`, `mask`,
 `max_samples` (how many test volumes, stratified by class), `split`, `batch_size`, `device`
 (default: the cell's `train.device`), and whatever options that function grows later. The
@@ -297,7 +297,7 @@ def cell_recipe(spec: StudySpec, model: ModelSpec, seed: int, study_dir: Path):
 
 def eval_parameters() -> dict[str, Any]:
     """The options of `evaluate_checkpoint` a study's `eval` may set, with their defaults."""
-    from volrot.engine.rotated import evaluate_checkpoint
+    from volrot.engine.eval_rotated import evaluate_checkpoint
 
     sig = inspect.signature(evaluate_checkpoint)
     return {

@@ -77,12 +77,9 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any]) ->
     save_tensors(Path(path), model.state_dict(), meta)
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild the model recorded in a checkpoint, load its weights, return it in eval mode.
-
-    The metadata is available as `model.volrot_meta`; `model.predict(path)` classifies a NIfTI
-    file or DICOM series folder (see `volrot.predict.predict_one`).
-    """
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model recorded in a checkpoint, load its weights; return it in eval mode with
+    the checkpoint's metadata. (`volrot.load_model` wraps this in a `Predictor` for inference.)"""
     from volrot.models import create_model
 
     tensors, meta = read_tensors(path)
@@ -98,8 +95,4 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Modul
             f"{path}: weights do not match arch '{meta['arch']}' "
             f"(missing {len(missing)}, unexpected {len(unexpected)}; e.g. {(missing or unexpected)[0]})"
         )
-    model.volrot_meta = meta
-    from volrot.predict import bind_predict
-
-    bind_predict(model)  # model.predict("scan.nii.gz") -> {"label", "probabilities", ...}
-    return model.to(device).eval()
+    return model.to(device).eval(), meta

@@ -2,7 +2,7 @@
 
 `export_checkpoint(checkpoint, fmt, out)`:
 
-1. loads the checkpoint (`volrot.load_model`, eval mode, CPU);
+1. loads the checkpoint (`volrot.artifacts.checkpoint.load_checkpoint`, eval mode, CPU);
 2. writes the artifact to a temporary file next to `out`, with a dynamic batch axis:
    - `onnx`: `torch.onnx.export`, input `volume` (B, C, D, H, W), output `logits` (B, K).
      Exporters are tried in order (`exporter="auto"`): the TorchScript-based one
@@ -29,7 +29,7 @@ and torch versions, source checkpoint file name and SHA-256, the tolerance it wa
 Metadata is data: no path in it is ever used to write a file.
 
 `load_artifact(path)` loads a TorchScript/pt2 export only after
-`volrot.artifact_safety.check_torch_archive` found nothing in it that could run code on load.
+`volrot.artifacts.safety.check_torch_archive` found nothing in it that could run code on load.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from volrot.artifact_safety import EXPORT_FORMAT, EXTRA_NAME, check_torch_archive
+from volrot.artifacts.safety import EXPORT_FORMAT, EXTRA_NAME, check_torch_archive
 from volrot.errors import UserError
 from volrot.fileio import atomic_write
 
@@ -102,15 +102,13 @@ def random_inputs(input_shape: Sequence[int], seed: int = 0) -> list[tuple[str, 
 def recorded_data_inputs(meta: dict[str, Any], n: int = 4) -> tuple[torch.Tensor | None, str]:
     """Up to `n` test volumes of the dataset recorded in the checkpoint, read without writing
     anything (no download, no cache); (None, reason) when that dataset is not available here."""
-    from volrot.config import recorded_data_config
-    from volrot.data import load_data
+    from volrot.engine.checkpoint_data import recorded_bundle
 
     recipe = meta.get("recipe")
     if not isinstance(recipe, dict) or "data" not in recipe:
         return None, "no training recipe recorded"
     try:
-        data_cfg = recorded_data_config(meta, source="checkpoint", max_samples=n, download=False, cache_dir=None)
-        bundle = load_data(data_cfg)
+        bundle = recorded_bundle(meta, source="checkpoint", max_samples=n, download=False, cache_dir=None)
         ds = bundle.test
         vols = [ds[i][0] for i in range(min(n, len(ds)))]
     except Exception as e:  # the data not being here is not an export error
@@ -123,7 +121,7 @@ def recorded_data_inputs(meta: dict[str, Any], n: int = 4) -> tuple[torch.Tensor
 def sample_file_inputs(meta: dict[str, Any], samples: Sequence[str | Path]) -> torch.Tensor | None:
     if not samples:
         return None
-    from volrot.predict import InputPipeline
+    from volrot.inference.inputs import InputPipeline
 
     pipeline = InputPipeline(meta)
     return torch.from_numpy(np.stack([pipeline.load(Path(s))[0] for s in samples]))
@@ -176,7 +174,7 @@ def _quiet():
 def _write_onnx(model: nn.Module, example: torch.Tensor, tmp: str, exporter: str, meta: dict[str, Any]) -> None:
     import onnx
 
-    from volrot.onnx_runtime import INPUT_NAME, METADATA_KEY, OUTPUT_NAME
+    from volrot.artifacts.onnx_runtime import INPUT_NAME, METADATA_KEY, OUTPUT_NAME
 
     with _quiet():
         if exporter == "dynamo":
@@ -257,7 +255,7 @@ def _write_pt2(model: nn.Module, example: torch.Tensor, tmp: str, meta: dict[str
 
 def _runner_for(fmt: str, path: str) -> Callable[[torch.Tensor], np.ndarray]:
     if fmt == "onnx":
-        from volrot.onnx_runtime import OnnxSession
+        from volrot.artifacts.onnx_runtime import OnnxSession
 
         session = OnnxSession(path, device="cpu")
         return lambda x: session(x.numpy())
@@ -267,7 +265,7 @@ def _runner_for(fmt: str, path: str) -> Callable[[torch.Tensor], np.ndarray]:
 
 def load_artifact(path: str | Path) -> Callable:
     """Load a volrot TorchScript (.pt) or pt2 export for use in Python: a callable
-    `(B, C, D, H, W) -> logits` with `.volrot_meta`. The archive is checked first
+    `(B, C, D, H, W) -> logits` with `.meta`. The archive is checked first
     (`check_torch_archive`): anything that could run code on load is refused."""
     p = Path(path)
     meta = check_torch_archive(p)
@@ -293,7 +291,7 @@ def load_artifact(path: str | Path) -> Callable:
 class _Artifact:
     def __init__(self, module, meta):
         self.module = module
-        self.volrot_meta = meta
+        self.meta = meta
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -322,7 +320,7 @@ def export_checkpoint(
     real_data: bool = True,
 ) -> ExportReport:
     """Export `checkpoint` as `fmt` to `out`, verified against the eager model (see module doc)."""
-    from volrot.checkpoint import load_model
+    from volrot.artifacts.checkpoint import load_checkpoint
 
     if fmt not in FORMATS:
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, got '{fmt}'")
@@ -333,8 +331,7 @@ def export_checkpoint(
     if out.is_dir():
         raise UserError(f"--out {out}: is a folder; give a file name, e.g. {out / ('model' + _SUFFIX[fmt])}")
     checkpoint = Path(checkpoint)
-    model = load_model(checkpoint, device="cpu")
-    ck_meta = model.volrot_meta
+    model, ck_meta = load_checkpoint(checkpoint, device="cpu")
     input_shape = [int(s) for s in ck_meta["input"]["shape"]]
 
     inputs = random_inputs(input_shape)

@@ -14,28 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from volrot.artifact_safety import EXPORT_FORMAT, sniff
+from volrot.artifacts.safety import EXPORT_FORMAT, sniff
+from volrot.device import onnx_providers
 from volrot.errors import UserError
 
 METADATA_KEY = "volrot"
 INPUT_NAME = "volume"
 OUTPUT_NAME = "logits"
-
-
-def providers_for(device: str) -> list[str]:
-    """onnxruntime execution providers for `--device auto|cpu|cuda|cuda:N`."""
-    import onnxruntime as ort
-
-    available = ort.get_available_providers()
-    if device == "cpu":
-        return ["CPUExecutionProvider"]
-    if device.startswith("cuda"):
-        if "CUDAExecutionProvider" not in available:
-            raise UserError(f"--device {device}: onnxruntime has no CUDA provider here (install onnxruntime-gpu)")
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    if device == "auto":
-        return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-    raise UserError(f"--device must be auto, cpu, cuda or cuda:N, got '{device}'")
 
 
 class OnnxSession:
@@ -58,7 +43,7 @@ class OnnxSession:
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only; ours are reported as UserErrors
         try:
-            self.session = ort.InferenceSession(str(p), sess_options=options, providers=providers_for(device))
+            self.session = ort.InferenceSession(str(p), sess_options=options, providers=onnx_providers(device))
         except UserError:
             raise
         except Exception as e:
