@@ -12,8 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from volrot.study.results import StudyResults, collect_paths
-from volrot.study.runner import StudyRun, run_study, study_from_folder
-from volrot.study.spec import StudySpec, load_study, shipped_studies
+from volrot.study.runner import StudyRun, run_study
+from volrot.study.spec import StudySpec, load_study, shipped_studies, study_from_folder
 
 
 def compare(paths, out: str | Path) -> tuple[StudyResults, dict[str, Path]]:

@@ -261,7 +261,7 @@ def collect_study(spec, study_dir: Path, cells) -> StudyResults:
 def collect_paths(paths: Iterable[str | Path]) -> StudyResults:
     """`volrot compare`: run folders, report.json files and study folders -> one table."""
     from volrot.study.cells import plan_cells
-    from volrot.study.runner import STUDY_FILE, study_from_folder
+    from volrot.study.spec import STUDY_FILE, study_from_folder
 
     cells: list[CellResult] = []
     notes: list[str] = []

@@ -29,9 +29,7 @@ from volrot.study.cells import (
     plan_cells,
     shard_cells,
 )
-from volrot.study.spec import StudySpec, load_study
-
-STUDY_FILE = "study.yaml"
+from volrot.study.spec import STUDY_FILE, StudySpec
 
 
 @dataclass
@@ -64,14 +62,6 @@ def prepare_study_dir(spec: StudySpec, study_dir: Path) -> None:
         # Changed model entries are caught cell by cell (recipe comparison); the file follows the spec.
     study_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(f, spec.to_yaml())
-
-
-def study_from_folder(study_dir: Path) -> StudySpec:
-    """The study recorded in a study folder (`study.yaml`)."""
-    f = Path(study_dir) / STUDY_FILE
-    if not f.is_file():
-        raise UserError(f"{study_dir}: not a study folder (no {STUDY_FILE})")
-    return load_study(f)
 
 
 def run_study(

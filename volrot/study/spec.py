@@ -47,6 +47,7 @@ import yaml
 from volrot.errors import UserError
 
 SHIPPED_STUDIES = Path(__file__).resolve().parent.parent / "studies"
+STUDY_FILE = "study.yaml"  # the effective study, in every study folder
 STUDY_KEYS = ("name", "description", "data", "eval", "seeds", "optim", "train", "models")
 ENTRY_KEYS = ("name", "description", "recipe", "model", "optim", "train")
 STUDY_OWNED_TRAIN_KEYS = ("seed", "out", "name")
@@ -120,8 +121,8 @@ def resolve_study_path(path: str | Path) -> Path:
     p = Path(path)
     if p.is_file():
         return p
-    if p.is_dir() and (p / "study.yaml").is_file():
-        return p / "study.yaml"
+    if p.is_dir() and (p / STUDY_FILE).is_file():
+        return p / STUDY_FILE
     shipped = SHIPPED_STUDIES / (p.name if p.suffix == ".yaml" else f"{p.name}.yaml")
     if p.parent in (Path("."), Path("studies")) and shipped.is_file():
         return shipped
@@ -193,6 +194,14 @@ def study_from_dict(
 
 
 _OWNED_WHY = {"seed": "from 'seeds'", "out": "the study folder", "name": "<model>-seed<seed>"}
+
+
+def study_from_folder(study_dir: str | Path) -> StudySpec:
+    """The study recorded in a study folder (`study.yaml`)."""
+    f = Path(study_dir) / STUDY_FILE
+    if not f.is_file():
+        raise UserError(f"{study_dir}: not a study folder (no {STUDY_FILE})")
+    return load_study(f)
 
 
 def _mapping(value: Any, what: str) -> dict[str, Any]:
