@@ -128,8 +128,11 @@ def _recorded_recipe(run_dir: Path) -> dict[str, Any] | None:
 
 
 def comparable_eval_options(options: dict[str, Any]) -> dict[str, Any]:
-    """The options that change the numbers (not the device or the batch size)."""
-    return {k: v for k, v in sorted(options.items()) if k not in ("device", "batch_size")}
+    """The options that change the numbers (defaults filled in; not the device or batch size)."""
+    from volrot.study.spec import eval_parameters
+
+    full = {**eval_parameters(), **options}
+    return {k: v for k, v in sorted(full.items()) if k not in ("device", "batch_size")}
 
 
 def eval_is_current(cell: Cell) -> bool:
