@@ -266,3 +266,15 @@ def test_shipped_studies_load_by_name():
     assert len(quick.seeds) == 2 and {"octahedral", "haar"} <= set(quick.eval["protocols"])
     pairs = {(c.recipe.model.arch, c.recipe.train.augment) for c in plan_cells(quick, Path("x"))}
     assert {("resnet3d", "none"), ("resnet3d", "so3")} <= pairs
+
+
+def test_set_overrides_and_study_folder_argument(full_study, tmp_path):
+    path = _write(tmp_path, TINY)
+    spec = load_study(path, ["eval.n=3", "data.root=/somewhere", "train.device=cpu"])
+    assert spec.eval["n"] == 3 and spec.data["root"] == "/somewhere"
+    with pytest.raises(UserError, match="--set: study key must look like"):
+        load_study(path, ["models.width=3"])
+    with pytest.raises(UserError, match="unknown recipe key 'train.epoch'"):
+        load_study(path, ["train.epoch=3"])
+    full, _ = full_study
+    assert load_study(full).to_dict() == tiny_spec().to_dict()  # a study folder holds its study.yaml
