@@ -33,7 +33,6 @@ REPORT_FILES = ("report.json", "report.csv", "report.png")
 #: run that was interrupted before it had anything to resume
 _PRE_EPOCH_FILES = {"recipe.yaml", "data.json", "metrics.jsonl"}
 
-STATES = ("new", "empty-start", "partial", "trained", "finished")
 
 
 @dataclass
