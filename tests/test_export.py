@@ -54,7 +54,7 @@ def test_onnx_metadata_is_complete_and_batch_is_dynamic(tmp_path):
     props = {p.key: p.value for p in proto.metadata_props}
     meta = json.loads(props["volrot"])
     ck_meta = load_model(ck).meta
-    for key in ("arch", "model_config", "class_names", "input", "preprocessing", "metrics", "volrot_version", "torch_version"):
+    for key in ("arch", "model_options", "class_names", "input", "preprocessing", "data", "recipe", "metrics", "versions"):
         assert meta[key] == ck_meta[key], key
     assert meta["format"] == "volrot-export"
     assert meta["export"]["format"] == "onnx" and meta["export"]["exporter"] in ("torchscript", "dynamo")
@@ -122,7 +122,7 @@ def test_torchscript_and_pt2_round_trip(tmp_path, fmt):
 
 def test_cli_export_checks_on_real_training_data(tmp_path, tiny_recipe):
     ck = make_checkpoint(
-        tmp_path / "ck.safetensors", preprocessing={"source": "generated", "size": SIZE}, recipe=tiny_recipe().to_dict()
+        tmp_path / "ck.safetensors", preprocessing={"source": "generated", "size": SIZE, "scale": 1.0, "offset": 0.0}, recipe=tiny_recipe().to_dict()
     )
     out = tmp_path / "m.onnx"
     result = CliRunner().invoke(app, ["export", str(ck), "--format", "onnx", "--out", str(out)])

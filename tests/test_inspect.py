@@ -173,7 +173,7 @@ def test_fiber_laws_are_the_ones_that_hold():
     (irreps: D_rho) features
     are equivariant only with their own law; spatial rotation alone leaves an O(1) error."""
     from volrot.inspection.equivariance import feature_layers, measure_equivariance, z90
-    from volrot.inspection.fibers import Fiber
+    from volrot.so3.fields import Scalar
     from volrot.models import create_model
     from volrot.so3.volume import rotate_exact
 
@@ -188,7 +188,7 @@ def test_fiber_laws_are_the_ones_that_hold():
         name, module, fiber = feature_layers(model)[2]
         seen = _capture(model, torch.cat([x, rotate_exact(x, g)]), {name})
         out = seen[name][1]
-        spatial_only = Fiber("spatial").transform(out[:1], g)
+        spatial_only = Scalar().transform(out[:1], g)
         # scalar channels rotate spatially only, so the gap is smallest for steerable (~3e-2)
         assert (out[1:] - spatial_only).norm() / out[1:].norm() > 1e-2, arch
 

@@ -28,7 +28,6 @@ from volrot.cli import app  # noqa: E402
 from volrot.errors import UserError  # noqa: E402
 from volrot.artifacts.export import export_checkpoint, load_artifact  # noqa: E402
 from volrot.inference.predict import OnnxModel, open_model
-from volrot.inference.tta import rotate_grid  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -112,7 +111,7 @@ def test_onnx_path_runs_without_torch(exported):
 
 
 def test_shapes_checkpoint_takes_files_as_is(tmp_path):
-    ck = make_checkpoint(tmp_path / "ck.safetensors", preprocessing={"source": "generated", "size": SIZE, "intensity": "none"})
+    ck = make_checkpoint(tmp_path / "ck.safetensors", preprocessing={"source": "generated", "size": SIZE, "intensity": "none", "scale": 1.0, "offset": 0.0})
     vol = np.random.default_rng(0).normal(size=(SIZE,) * 3).astype(np.float32)
     scan = write_nifti(tmp_path / "cube.nii.gz", vol, spacing=(1.0, 1.0, 1.0))
     model = load_model(ck)
@@ -127,15 +126,14 @@ def test_shapes_checkpoint_takes_files_as_is(tmp_path):
 
 
 def test_octahedral_tta_is_rotation_invariant(tmp_path):
-    from volrot.so3.sampling import octahedral
-    from volrot.so3.volume import rotate_exact
+    from volrot.so3.groups import octahedral, rotate_exact
 
     x = np.random.default_rng(1).normal(size=(1, 5, 5, 5)).astype(np.float32)
-    for g in octahedral():
-        np.testing.assert_array_equal(rotate_grid(x, g), rotate_exact(torch.from_numpy(x), g).numpy())
-    ck = make_checkpoint(tmp_path / "ck.safetensors", preprocessing={"source": "generated", "size": SIZE})
+    for g in octahedral():  # numpy and torch through the same op words
+        np.testing.assert_array_equal(rotate_exact(x, g), rotate_exact(torch.from_numpy(x), g).numpy())
+    ck = make_checkpoint(tmp_path / "ck.safetensors", preprocessing={"source": "generated", "size": SIZE, "scale": 1.0, "offset": 0.0})
     vol = np.random.default_rng(2).normal(size=(SIZE,) * 3).astype(np.float32)
-    turned = rotate_grid(vol[None], octahedral()[7])[0]
+    turned = rotate_exact(vol[None], octahedral()[7])[0]
     a = write_nifti(tmp_path / "a.nii.gz", vol, spacing=(1, 1, 1))
     b = write_nifti(tmp_path / "b.nii.gz", turned, spacing=(1, 1, 1))
     model = load_model(ck)

@@ -27,21 +27,17 @@ def recorded_bundle(meta: dict[str, Any], *, source: str, data: str | None = Non
     return load_data(recorded_data_config(meta, source=source, data=data, root=root, **fields))
 
 
-def model_classes(meta: dict[str, Any]) -> int | None:
-    """How many classes the checkpoint's model predicts, from its recorded config."""
-    k = (meta.get("model_config") or {}).get("num_classes")
-    if k is None:
-        names = meta.get("class_names") or (meta.get("data") or {}).get("class_names")
-        k = len(names) if names else None
-    return k
-
-
 @dataclass
 class CheckpointSplit:
     model: Any  # nn.Module in eval mode
-    meta: dict[str, Any]
+    card: Any  # volrot.artifacts.card.ModelCard
     bundle: Any  # DataBundle
     dataset: Any  # the chosen split
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """The model card as a dict (what the checkpoint holds)."""
+        return self.card.to_dict()
 
 
 def checkpoint_split(
@@ -59,9 +55,8 @@ def checkpoint_split(
 
     path = Path(checkpoint)
     check_split(split)
-    model, meta = load_checkpoint(path, device=device)
-    bundle = recorded_bundle(meta, source=str(path), data=data, root=root, **fields)
-    k = model_classes(meta)
-    if k is not None and k != bundle.num_classes:
-        raise UserError(f"{path}: the model predicts {k} classes but data '{bundle.name}' has {bundle.num_classes}")
-    return CheckpointSplit(model, meta, bundle, bundle.split(split))
+    model, card = load_checkpoint(path, device=device)
+    bundle = recorded_bundle(card.to_dict(), source=str(path), data=data, root=root, **fields)
+    if card.num_classes != bundle.num_classes:
+        raise UserError(f"{path}: the model predicts {card.num_classes} classes but data '{bundle.name}' has {bundle.num_classes}")
+    return CheckpointSplit(model, card, bundle, bundle.split(split))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 import numpy as np
+from scipy.special import softmax
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
@@ -58,16 +59,10 @@ def predict_logits(
     return all_labels, all_logits
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def evaluate(model: nn.Module, dataset: Dataset, task: str, **kw) -> dict[str, float]:
     """ACC, AUC and mean cross-entropy loss of `model` on `dataset`."""
     y, logits = predict_logits(model, dataset, **kw)
-    probs = softmax(logits)
+    probs = softmax(logits, axis=1)
     metrics = compute_metrics(task, y, probs)
     metrics["loss"] = float(-np.mean(np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, None))))
     return metrics

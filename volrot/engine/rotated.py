@@ -43,11 +43,14 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
+from scipy.special import softmax
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from volrot.engine.metrics import compute_metrics
 from volrot.errors import UserError
-from volrot.so3.sampling import RotationSet, axis_sweep, haar, octahedral, octahedral_set, so3_grid
+from volrot.so3.check import relative_error
+from volrot.so3.groups import octahedral
+from volrot.so3.sampling import RotationSet, axis_sweep, haar, octahedral_set, so3_grid
 from volrot.so3.volume import apply_sphere_mask, prepare_volume, rotate_exact_batch, rotate_trilinear
 
 PROTOCOLS = ("octahedral", "axes", "so3-grid", "haar")
@@ -106,7 +109,7 @@ class _Protocol:
     name: str
     rotations: RotationSet
     method: str  # "exact" | "trilinear" | "round-trip"
-    group: list | None = None  # the GridRotations of an exact protocol
+    group: list | None = None  # the cube elements of an exact protocol
     first_index: int = 0  # row index of the first rotation (the control set comes in two parts)
 
 
@@ -245,12 +248,11 @@ def evaluate_rotated(
     elapsed = time.perf_counter() - started
 
     reference = {**_metrics(task, y, ref), "n_samples": int(len(y))}
-    scale = float(np.abs(ref).max())
     rows, summaries = [], {}
     for proto, logits in zip(plan, rot_logits):
         logits = torch.cat(logits, dim=1).double().numpy()  # (R, N, K)
         proto_rows = [
-            _row(proto, i, logits[i], ref, y, task, scale) for i in range(len(proto.rotations))
+            _row(proto, i, logits[i], ref, y, task) for i in range(len(proto.rotations))
         ]
         rows += proto_rows
         if proto.name in summaries:  # the control set has two parts
@@ -329,18 +331,12 @@ def _forward(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return out.float()
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def _metrics(task: str, y: np.ndarray, logits: np.ndarray) -> dict[str, float]:
-    m = compute_metrics(task, y, _softmax(logits))
+    m = compute_metrics(task, y, softmax(logits, axis=1))
     return {"acc": float(m["acc"]), "auc": float(m["auc"])}
 
 
-def _row(proto, i, logits, ref, y, task, scale) -> dict[str, Any]:
+def _row(proto, i, logits, ref, y, task) -> dict[str, Any]:
     lab = proto.rotations.labels[i]
     delta = np.abs(logits - ref)
     rotvec = np.degrees(Rotation.from_matrix(proto.rotations.matrices[i]).as_rotvec())
@@ -360,7 +356,7 @@ def _row(proto, i, logits, ref, y, task, scale) -> dict[str, Any]:
         "consistency": float(np.mean(logits.argmax(1) == ref.argmax(1))),
         "max_abs_dlogit": float(delta.max()),
         "mean_abs_dlogit": float(delta.mean()),
-        "rel_dlogit": float(delta.max() / scale) if scale > 0 else float("nan"),
+        "rel_dlogit": relative_error(logits, ref),  # max|Δlogit| / max|logit(x)| (volrot.so3.check)
     }
 
 

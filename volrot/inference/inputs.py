@@ -1,18 +1,20 @@
 """Inputs of `volrot predict`: which files a path means, and how one becomes the model's input.
 
 Inputs are NIfTI files (`.nii`, `.nii.gz`) or DICOM series folders; a folder that holds no
-DICOM files is searched for NIfTI files and series folders (recursively).
+DICOM files is searched for NIfTI files and series folders (recursively). A folder given as an
+input in which that search finds nothing stays in the list, and becomes an error row ("no NIfTI
+file or DICOM series in FOLDER"): it is never dropped silently.
 
-**Preprocessing** is the one recorded in the model's metadata, applied by the data layer
-(`volrot.data.preprocess.preprocess_file`), never re-implemented here:
+**Preprocessing** is the executable spec in the model card (`volrot.artifacts.card`), applied
+by the data layer (`volrot.data.preprocess`), never re-derived here:
 
 - `recorded`: the checkpoint was trained on NIfTI/DICOM volumes; the recorded `PreprocessSpec`
   (RAS reorientation, spacing, intensity window, size) is applied as in training.
 - `as-is`: the checkpoint was trained on arrays without physical geometry (the built-in `shapes`
   set, MedMNIST3D): nothing records a spacing or an intensity window, so the file's voxel array
-  is read (`load_volume`) and used in file voxel order, with only the recorded intensity
-  mapping (MedMNIST: uint8 / 255; shapes: none). Its shape must equal the model's input size;
-  anything else is an error for that file (no silent resampling or cropping).
+  is read (`load_volume`) and used in file voxel order, mapped by the recorded
+  `value * scale + offset` (MedMNIST: scale 1/255; shapes: 1). Its shape must equal the model's
+  input size; anything else is an error for that file (no silent resampling or cropping).
 
 Every output row says which mode was used (`preprocessing.mode`), with the size and spacing.
 """
@@ -32,21 +34,17 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 class InputPipeline:
     """Turns one input path into the model's input array `(C, D, H, W)` float32, as recorded."""
 
-    def __init__(self, meta: dict[str, Any]):
-        self.input_shape = tuple(int(s) for s in meta["input"]["shape"])
-        recorded = meta.get("preprocessing") or {}
-        self.trained_on = str((meta.get("data") or {}).get("name") or recorded.get("source") or "unknown data")
-        self.spec = None
-        self.source = str(recorded.get("source") or "unknown")
-        # as-is intensity: MedMNIST volumes are uint8 scaled by 1/255 in training (recorded as
-        # "uint8 / 255 -> [0, 1]"); generated `shapes` volumes are used unchanged.
-        self.scale = 1.0 / 255.0 if self.source == "medmnist" else 1.0
-        self.intensity = str(recorded.get("intensity") or "none") if self.source == "medmnist" else "unchanged"
-        if recorded.get("source") == "volume":
-            from volrot.data.preprocess import PreprocessSpec
+    def __init__(self, card):
+        from volrot.artifacts.card import ModelCard, RecordedPreprocessing
 
-            self.spec = PreprocessSpec.from_dict(recorded, where="checkpoint preprocessing")
-        self.mode = "recorded" if self.spec is not None else "as-is"
+        if not isinstance(card, ModelCard):
+            card = ModelCard.from_dict(card, where="model metadata")
+        self.card = card
+        self.input_shape = card.input_shape
+        self.trained_on = card.trained_on
+        self.pre = card.preprocessing
+        self.spec = self.pre.spec if isinstance(self.pre, RecordedPreprocessing) else None
+        self.mode = self.pre.mode
 
     def describe(self) -> dict[str, Any]:
         """What the pipeline does, independent of the input file."""
@@ -63,12 +61,14 @@ class InputPipeline:
         return {
             "mode": "as-is",
             "size": list(self.input_shape[1:]),
-            "intensity": self.intensity,
+            "intensity": _affine_text(self.pre.scale, self.pre.offset),
             "orientation": "file voxel order",
             "note": f"trained on {self.trained_on} without file preprocessing: voxels used unchanged, no resampling",
         }
 
     def load(self, path: Path) -> tuple[np.ndarray, dict[str, Any]]:
+        if path.is_dir() and not _holds_dicom(path):
+            raise UserError(f"no NIfTI file or DICOM series in {path}")
         if self.spec is not None:
             from volrot.data.preprocess import preprocess_file
 
@@ -78,9 +78,7 @@ class InputPipeline:
             from volrot.data.preprocess import load_volume
 
             image = load_volume(path)
-            array = np.asarray(image.array, dtype=np.float32)[None]
-            if self.scale != 1.0:
-                array = array * np.float32(self.scale)
+            array = self.pre.apply(image.array)[None]
             summary = {**self.describe(), "size": list(array.shape[1:]), "spacing_mm": [round(float(v), 6) for v in image.spacing]}
             if array.shape != self.input_shape:
                 raise UserError(
@@ -92,6 +90,14 @@ class InputPipeline:
         if array.shape != self.input_shape:
             raise UserError(f"{path}: preprocessed to {fmt_shape(array.shape)}, the model takes {fmt_shape(self.input_shape)}")
         return array, summary
+
+
+def _affine_text(scale: float, offset: float) -> str:
+    if scale == 1.0 and offset == 0.0:
+        return "unchanged"
+    inv = 1.0 / scale
+    text = f"value / {inv:g}" if abs(inv - round(inv)) < 1e-9 else f"value * {scale:g}"
+    return text + (f" + {offset:g}" if offset else "")
 
 
 def fmt_shape(shape: Sequence[int]) -> str:
@@ -119,7 +125,8 @@ def _holds_dicom(folder: Path) -> bool:
 
 def find_inputs(paths: Iterable[str | Path]) -> list[Path]:
     """Expand INPUT arguments: a file is used as given; a folder holding DICOM files is one
-    series; any other folder is searched (sorted, recursively) for NIfTI files and series."""
+    series; any other folder is searched (sorted, recursively) for NIfTI files and series.
+    A folder argument in which nothing is found is kept (loading it raises a `UserError`)."""
     found: list[Path] = []
 
     def walk(folder: Path) -> None:
@@ -137,7 +144,10 @@ def find_inputs(paths: Iterable[str | Path]) -> list[Path]:
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
+            before = len(found)
             walk(p)
+            if len(found) == before:
+                found.append(p)  # nothing in it: an error row, not a silent drop
         else:
             found.append(p)  # a missing or unreadable file becomes an error row
     seen, unique = set(), []

@@ -17,18 +17,14 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+from scipy.special import softmax
 
 from volrot.errors import UserError
 from volrot.inference.inputs import InputPipeline, find_inputs
 from volrot.inference.results import PredictReport, error_text, make_row
-from volrot.inference.tta import rotate_grid, tta_views
+from volrot.inference.tta import tta_views
+from volrot.so3.groups import rotate_exact
 from volrot.inference.writers import check_output_path, write_predictions
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 # --- models: a checkpoint (torch) or an ONNX export (onnxruntime) ---------------------------------
@@ -37,28 +33,38 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 class Predictor:
     """A volrot checkpoint loaded for inference (what `volrot.load_model` returns).
 
-    `predictor.model` is the `nn.Module` in eval mode, `predictor.meta` the checkpoint's
-    metadata (arch, class names, preprocessing, recipe, metrics). `predictor(x)` maps a float32
-    array `(B, C, D, H, W)` to logits `(B, K)` (numpy); `predictor.predict(path)` classifies a
-    NIfTI file or DICOM series folder with the recorded preprocessing."""
+    `predictor.model` is the `nn.Module` in eval mode, `predictor.card` the checkpoint's model
+    card (`volrot.artifacts.card.ModelCard`: arch, class names, input, preprocessing, recipe,
+    metrics) and `predictor.meta` the same as a dict. `predictor(x)` maps a float32 array
+    `(B, C, D, H, W)` to logits `(B, K)` (numpy; NaN or infinite logits are a `UserError`);
+    `predictor.predict(path)` classifies a NIfTI file or DICOM series folder with the recorded
+    preprocessing."""
 
-    def __init__(self, model, meta: dict[str, Any], device=None):
+    def __init__(self, model, card, device=None, path: str | Path | None = None):
         import torch
 
         self.model = model
-        self.meta = meta
+        self.card = card
+        self.meta = card.to_dict()
+        self.path = Path(path) if path is not None else None
         self.device = device if device is not None else next(iter(model.parameters()), torch.zeros(0)).device
 
     @property
     def class_names(self) -> list[str]:
-        return list(self.meta["class_names"])
+        return list(self.card.class_names)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         import torch
 
+        from volrot.artifacts.onnx_runtime import check_finite_logits
+
         with torch.no_grad():
             out = self.model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device))
-        return out.float().cpu().numpy()
+        logits = out.float().cpu().numpy()
+        where = str(self.path) if self.path is not None else "model"
+        self.card.check_output_width(logits.shape[-1], where)
+        check_finite_logits(logits, where)
+        return logits
 
     def predict(self, path: str | Path, tta: str = "none") -> dict[str, Any]:
         return predict_one(self, path, tta=tta)
@@ -70,8 +76,8 @@ def load_model(path: str | Path, device: str = "cpu") -> Predictor:
     from volrot.device import resolve_device
 
     dev = resolve_device(str(device))
-    model, meta = load_checkpoint(path, device=dev)
-    return Predictor(model, meta, dev)
+    model, card = load_checkpoint(path, device=dev)
+    return Predictor(model, card, dev, path)
 
 
 class OnnxModel:
@@ -79,13 +85,14 @@ class OnnxModel:
 
     `model(x)` maps a float32 array `(B, C, D, H, W)` to logits `(B, K)`;
     `model.predict(path)` does what `load_model(ckpt).predict(path)` does for a checkpoint.
-    `model.meta` is the export's metadata (class names, preprocessing, metrics...)."""
+    `model.card` is the export's model card, `model.meta` the same as a dict."""
 
     def __init__(self, path: str | Path, device: str = "cpu"):
         from volrot.artifacts.onnx_runtime import OnnxSession
 
         self._session = OnnxSession(path, device=device)
         self.path = Path(path)
+        self.card = self._session.card
         self.meta = self._session.meta
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -126,11 +133,11 @@ def open_model(path: str | Path, device: str = "auto"):
 
 def _probabilities(run, arrays: list[np.ndarray], views: list, batch_size: int) -> np.ndarray:
     """Softmax probabilities per array, averaged over the TTA views (if any)."""
-    volumes = [rotate_grid(a, g) for a in arrays for g in views] if views else list(arrays)
+    volumes = [rotate_exact(a, g) for a in arrays for g in views] if views else list(arrays)
     per = max(1, len(views))
     probs = []
     for i in range(0, len(volumes), max(1, batch_size)):
-        probs.append(softmax(run(np.stack(volumes[i : i + batch_size]))))
+        probs.append(softmax(run(np.stack(volumes[i : i + batch_size])), axis=-1))
     p = np.concatenate(probs).reshape(len(arrays), per, -1).mean(axis=1)
     return p
 
@@ -139,15 +146,15 @@ def predict_one(model, path: str | Path, tta: str = "none") -> dict[str, Any]:
     """Predict one NIfTI file or DICOM series folder: {"label", "probabilities", "path",
     "preprocessing"}. A bad input raises `UserError` naming the file."""
     run = _runner(model)
-    meta = run.meta
-    pipeline = InputPipeline(meta)
+    card = run.card
+    pipeline = InputPipeline(card)
     views = tta_views(tta, pipeline.input_shape)
     p = Path(path)
     if not p.exists():
         raise UserError(f"input not found: {p}")
     array, summary = pipeline.load(p)
     probs = _probabilities(run, [array], views, batch_size=len(views) or 1)[0]
-    row = make_row(p, list(meta["class_names"]), probs, {**summary, "tta": tta}, None)
+    row = make_row(p, list(card.class_names), probs, {**summary, "tta": tta}, None)
     row.pop("error")
     return row
 
@@ -171,9 +178,9 @@ def predict_files(
     if batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {batch_size}")
     run = open_model(model, device=device)
-    meta = run.meta
-    class_names = list(meta["class_names"])
-    pipeline = InputPipeline(meta)
+    card = run.card
+    class_names = list(card.class_names)
+    pipeline = InputPipeline(card)
     views = tta_views(tta, pipeline.input_shape)
     files = find_inputs(inputs)
     if not files:
@@ -213,7 +220,7 @@ def predict_files(
     report = PredictReport(
         rows=rows,
         class_names=class_names,
-        model={"path": str(model), "arch": meta.get("arch"), "format": meta.get("format"), "input_shape": list(pipeline.input_shape)},
+        model={"path": str(model), "arch": card.arch, "format": card.format, "input_shape": list(pipeline.input_shape)},
         out=out_path,
         tta=tta,
         preprocessing=pipeline.describe(),

@@ -21,6 +21,9 @@ def check_output_path(out: str | Path | None) -> Path | None:
         raise UserError(f"--out {o}: must end in .csv or .json")
     if o.is_dir():
         raise UserError(f"--out {o}: is a folder")
+    from volrot.fileio import check_writable_folder
+
+    check_writable_folder(o.parent, f"--out {o}")  # before any prediction is made
     return o
 
 
@@ -65,6 +68,14 @@ def write_predictions(report: PredictReport, out: str | Path) -> Path:
     from volrot.fileio import atomic_write_text
 
     out = Path(out)
+    from volrot.fileio import os_error_reason
+
     text = predictions_json(report) if out.name.lower().endswith(".json") else predictions_csv(report)
-    atomic_write_text(out, text)
+    try:
+        atomic_write_text(out, text)
+    except OSError as e:
+        reason = os_error_reason(e)
+        if reason is None:
+            raise
+        raise UserError(f"--out {out}: cannot write the predictions ({reason}); nothing was written") from None
     return out

@@ -24,6 +24,7 @@ import torch.nn as nn
 from volrot.models.equilopo.activation import GlobalActivation, LocalActivation, SO3SoftMax
 from volrot.models.equilopo.conv import SO3Conv
 from volrot.models.equilopo.layers import SE3BatchNorm, SE3Dropout, SymmetricAvgPool
+from volrot.so3.fields import Scalar, SO3Fourier
 from volrot.so3.wigner import n_coeffs
 
 STAGES = {8: (2, 2, 2, 2), 2: (1, 1), 1: (1,)}
@@ -101,6 +102,18 @@ class EquiLoPONet(nn.Module):
         self.blocks = nn.Sequential(*layers)
         self.softmax = SO3SoftMax(lin, coefficients)
         self.fc = nn.Linear(channels, num_classes)
+
+    def equivariant_layers(self) -> list:
+        """Convs, batch norms, activations and residual blocks (SO(3)-Fourier fields), and the
+        SoftMax head (invariant scalars per voxel)."""
+        so3, scalar = SO3Fourier(), Scalar()
+        layers = []
+        for name, m in self.named_modules():
+            if isinstance(m, (SO3Conv, SE3BatchNorm, _Act, BasicBlock)):
+                layers.append((name, m, so3))
+            elif m is self.softmax:
+                layers.append((name, m, scalar))
+        return layers
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """SO(3)-function features of the last block, `(B, C, N, D', H', W')`."""
