@@ -108,7 +108,7 @@ def cell_state(cell: Cell) -> str:
     if not (d / "metrics.json").is_file() or not (d / "best.safetensors").is_file():
         if (d / "train_state.safetensors").is_file():
             return "partial"
-        names = {p.name for p in d.iterdir()}
+        names = {p.name for p in d.iterdir() if not _is_temp(p)}
         if names <= _PRE_EPOCH_FILES:
             return "empty-start"
         raise UserError(f"{d}: not a run folder this study can continue (no train_state.safetensors)")
@@ -154,5 +154,10 @@ def _jsonable(d: dict[str, Any]) -> Any:
 def clear_empty_start(cell: Cell) -> None:
     """Remove what a run interrupted before its first epoch left (only files `train` writes then)."""
     for p in cell.run_dir.iterdir():
-        if p.name in _PRE_EPOCH_FILES and p.is_file():
+        if (p.name in _PRE_EPOCH_FILES or _is_temp(p)) and p.is_file():
             p.unlink()
+
+
+def _is_temp(p: Path) -> bool:
+    """A temporary file of an atomic write that was killed (`.<name>.<random>.tmp`)."""
+    return p.name.startswith(".") and p.name.endswith(".tmp")
