@@ -278,3 +278,15 @@ def test_set_overrides_and_study_folder_argument(full_study, tmp_path):
         load_study(path, ["train.epoch=3"])
     full, _ = full_study
     assert load_study(full).to_dict() == tiny_spec().to_dict()  # a study folder holds its study.yaml
+
+
+def test_changed_eval_options_make_a_cell_stale_but_spelled_out_defaults_do_not(full_study):
+    from volrot.study.cells import eval_is_current
+
+    full, _ = full_study
+    current = plan_cells(tiny_spec(), full)[0]
+    assert eval_is_current(current)
+    same = plan_cells(tiny_spec(eval={**TINY["eval"], "mask": "sphere", "angles": 30.0}), full)[0]
+    assert eval_is_current(same)  # the defaults, written out
+    other = plan_cells(tiny_spec(eval={**TINY["eval"], "n": 3}), full)[0]
+    assert not eval_is_current(other)

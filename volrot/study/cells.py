@@ -144,7 +144,12 @@ def eval_is_current(cell: Cell) -> bool:
         json.loads(cell.report_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError):
         return False
-    return _jsonable(recorded) == _jsonable(comparable_eval_options(cell.eval))
+    from volrot.study.spec import eval_parameters
+
+    # an option eval-rotated gained after the cell was evaluated counts at its default value
+    defaults = _jsonable(eval_parameters())
+    recorded, expected = _jsonable(recorded), _jsonable(comparable_eval_options(cell.eval))
+    return all(recorded.get(k, defaults.get(k)) == v for k, v in expected.items())
 
 
 def _jsonable(d: dict[str, Any]) -> Any:
