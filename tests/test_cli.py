@@ -14,7 +14,7 @@ def test_version():
 def test_help_lists_commands_and_each_has_an_example():
     res = runner.invoke(app, ["--help"])
     assert res.exit_code == 0
-    for cmd in ("train", "eval-rotated", "export", "predict", "inspect-activation"):
+    for cmd in ("train", "eval-rotated", "export", "predict", "inspect-activation", "study", "compare"):
         assert cmd in res.output
         sub = runner.invoke(app, [cmd, "--help"])
         assert sub.exit_code == 0

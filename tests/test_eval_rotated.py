@@ -237,3 +237,22 @@ def test_spline_resampling_path_and_its_control():
     assert "spline3" in rep.protocols["control"]["method"]
     with pytest.raises(UserError, match="unknown resampling"):
         evaluate_rotated(MeanModel(), _dataset(), task="binary", protocols=("haar",), resample="cubic")
+def test_max_samples_is_stratified_by_class():
+    from volrot.engine.rotated import stratified_indices
+
+    # AdrenalMNIST3D-like: the first 16 hold one positive; a stratified 16 keeps the 20 % share
+    y = np.array([0] * 15 + [1] + [0] * 50 + [1] * 20)
+    idx = stratified_indices(y, 16)
+    assert len(idx) == 16 and idx == sorted(set(idx))
+    assert np.bincount(y[idx]).tolist() == [12, 4]  # 16 · 21/86 = 3.9 -> 4 positives
+    # balanced classes stay balanced; a class rarer than its share still appears once
+    assert np.bincount((np.arange(512) % 8)[stratified_indices(np.arange(512) % 8, 48)]).tolist() == [6] * 8
+    assert sorted(np.array([0, 0, 0, 0, 0, 0, 0, 0, 1, 2])[stratified_indices([0] * 8 + [1, 2], 3)]) == [0, 1, 2]
+    assert stratified_indices([0, 1, 1], 5) == [0, 1, 2]
+    # evaluate_rotated evaluates exactly those volumes (not the first N) and records them
+    base = _dataset(12, size=8, classes=3, positive=True)
+    labels = np.array([0] * 8 + [1, 1, 2, 2])
+    ds = ArrayDataset(base.images, labels)
+    rep = evaluate_rotated(CentroidModel(), ds, task="multi-class", protocols=["octahedral"], max_samples=6)
+    assert rep.meta["subset"]["indices"] == [0, 1, 2, 3, 8, 10] == stratified_indices(labels, 6)
+    assert rep.meta["n_samples"] == 6

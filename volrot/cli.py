@@ -339,7 +339,7 @@ def eval_rotated(
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
     out: Optional[Path] = typer.Option(None, help="Report folder (default: a new <checkpoint folder>/eval-rotated/<date>-<time>/)."),
     force: bool = typer.Option(False, "--force", help="Overwrite the report in an existing --out folder."),
-    max_samples: Optional[int] = typer.Option(None, "--max-samples", help="Evaluate the first N volumes only."),
+    max_samples: Optional[int] = typer.Option(None, "--max-samples", help="Evaluate N volumes, stratified by class (each class keeps its share)."),
     threads: Optional[int] = typer.Option(
         None, help="CPU threads; default: $OMP_NUM_THREADS, else the idle cores.", min=1
     ),
@@ -508,6 +508,79 @@ def inspect_activation(
     )  # fmt: skip
     print_report(report, console)
     console.print(f"wrote {len(paths)} files to {paths['inspect.json'].parent} in {report.meta['elapsed_s']:.1f} s")
+
+
+@app.command(
+    epilog=(
+        "Examples:\n\n"
+        "  volrot study shapes-quick                       # shipped study: every arch on shapes, CPU-sized\n\n"
+        "  volrot study my-study.yaml --out runs/my-study\n\n"
+        "  CUDA_VISIBLE_DEVICES=1 volrot study organ-paper --shard 1/4   # one of 4 parallel shards\n\n"
+        "  volrot study my-study.yaml --report-only         # table and figures of the finished cells"
+    )
+)
+@user_errors
+def study(
+    study_file: Path = typer.Argument(..., help="Study YAML file, a study folder, or the name of a shipped study (e.g. shapes-quick)."),
+    out: Optional[Path] = typer.Option(None, help="Study folder (default: runs/study-<name>)."),
+    set_: List[str] = typer.Option(
+        [], "--set", help="Override a study key: data|eval|optim|train.KEY=VALUE, e.g. data.root=DIR (repeatable)."
+    ),
+    shard: Optional[str] = typer.Option(None, help="Run only shard i of N (i/N, 0-based): cells whose index is i mod N."),
+    report_only: bool = typer.Option(False, "--report-only", help="Train nothing: report the finished cells."),
+    threads: Optional[int] = typer.Option(
+        None, help="CPU threads; default: $OMP_NUM_THREADS, else the idle cores.", min=1
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+):
+    """Train every (model, seed) cell of a study, evaluate it under rotation, and report.
+
+    Each cell is an ordinary run folder in the study folder; finished cells are skipped and an
+    interrupted one resumes. Writes study.md/csv/json/html and figures, prints the table.
+    """
+    import time
+
+    _before_heavy_imports(threads)
+    from volrot.study import load_study, run_study
+    from volrot.study.cells import parse_shard
+    from volrot.study.report import print_table
+
+    started = time.perf_counter()
+    spec = load_study(study_file, set_)
+    if out is None and study_file.is_dir():  # `volrot study runs/study-x`: that study folder
+        out = study_file
+    run = run_study(spec, out, shard=parse_shard(shard), report_only=report_only, progress=not quiet, console=console)
+    if run.report is None or not run.report.models:
+        console.print(f"no finished cells yet in {run.study_dir}")
+        return
+    print_table(run.report, console)
+    console.print(
+        f"study folder: {run.study_dir}  ({len(run.report.cells)} of {len(run.cells)} cells finished; "
+        f"this call {time.perf_counter() - started:.0f} s)",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@app.command(
+    epilog=(
+        "Examples:\n\n"
+        "  volrot compare runs/*                            # every run folder with an eval-rotated report\n\n"
+        "  volrot compare runs/a/eval-rotated/report.json runs/b --out cmp/"
+    )
+)
+@user_errors
+def compare(
+    paths: List[Path] = typer.Argument(..., help="Run folders (with eval-rotated/report.json), report.json files or study folders."),
+    out: Path = typer.Option(Path("compare"), help="Folder for study.md/csv/json/html and the figures."),
+):
+    """The study table and figures of existing runs, without training anything."""
+    from volrot.study import compare as run_compare
+    from volrot.study.report import print_table
+
+    res, paths_written = run_compare(paths, out)
+    print_table(res, console)
+    console.print(f"wrote {', '.join(paths_written)} to {out}", highlight=False, soft_wrap=True)
 
 
 for _info in app.registered_commands:  # every command, including ones added above later

@@ -52,8 +52,8 @@ def evaluate_checkpoint(
     if rendered and data is not None and data != "shapes":
         raise UserError(_not_renderable(data))
     check_report_dir(out, force=force)
-    extra = {"max_samples": max_samples} if max_samples is not None else {}
-    loaded = checkpoint_split(path, split=split, data=data, root=root, **extra)
+    # the whole split: `max_samples` draws a class-stratified subset of it (evaluate_rotated)
+    loaded = checkpoint_split(path, split=split, data=data, root=root)
     model, meta, bundle = loaded.model, loaded.meta, loaded.bundle
     renderer = None
     if rendered:

@@ -25,6 +25,10 @@ of the chosen protocols, and returns a `RotatedReport`:
   consistency, max and mean |Δlogit|, max relative error, and the protocol details (count,
   spacing, seed...).
 
+`max_samples=N` evaluates a class-stratified subset of N volumes (`stratified_indices`: each
+class keeps its share of the split, every class present at least once when N allows, the
+first volumes of each class in split order), not the first N.
+
 The unrotated predictions are computed once; rotations are batched on the model's device
 (`batch_size` volumes per forward pass, several rotations of a small batch packed together).
 Axis convention: see `volrot.so3.volume`.
@@ -252,10 +256,13 @@ def evaluate_rotated(
     rendering = any(p.method == "rendered" for p in plan)
     if rendering and renderer is None:
         raise UserError("protocol 'rendered' needs volumes that volrot can render in any pose (data 'shapes')")
+    subset = None
     if max_samples is not None:
         if max_samples < 1:
             raise UserError(f"--max-samples must be >= 1, got {max_samples}")
-        dataset = Subset(dataset, range(min(max_samples, len(dataset))))
+        if max_samples < len(dataset):
+            subset = stratified_indices(_labels_of(dataset), max_samples)
+            dataset = Subset(dataset, subset)
     if len(dataset) == 0:
         raise UserError("the evaluation split is empty")
     if rendering and len(renderer) < len(dataset):
@@ -285,8 +292,10 @@ def evaluate_rotated(
                 _check_exact_possible(plan, input_shape)
             ref_logits.append(_forward(model, x).cpu())
             labels.append(torch.as_tensor(yb).reshape(-1).cpu())
-            samples = list(range(seen, seen + len(x)))
+            samples = list(range(seen, seen + len(x)))  # positions in the evaluated (sub)set
             seen += len(x)
+            if subset is not None:  # the renderer indexes the whole split
+                samples = [int(subset[i]) for i in samples]
             if rendering:  # never trust: the renderer must reproduce this very batch
                 if not np.array_equal(np.asarray(renderer.labels)[samples], labels[-1].numpy()):
                     raise ValueError("the renderer's labels differ from the dataset's")
@@ -341,7 +350,45 @@ def evaluate_rotated(
         "elapsed_s": round(elapsed, 3),
         "torch": torch.__version__,
     }
+    if subset is not None:
+        meta["subset"] = {"strategy": "stratified by class", "indices": [int(i) for i in subset]}
     return RotatedReport(meta, reference, summaries, rows)
+
+
+def stratified_indices(labels: Sequence[int], k: int) -> list[int]:
+    """`k` indices of `labels`, stratified by class, in increasing order.
+
+    Each class gets its proportional share of `k` (largest remainders), but every class present
+    gets at least one index while `k` allows (rarest classes first), and no class more than it
+    has; within a class the first indices are taken. Deterministic.
+    """
+    y = np.asarray(labels).reshape(-1)
+    if k >= len(y):
+        return list(range(len(y)))
+    classes, counts = np.unique(y, return_counts=True)
+    share = counts / counts.sum() * k  # proportional allocation
+    quota = np.minimum(np.floor(share).astype(np.int64), counts)
+    floor = np.zeros_like(quota)
+    floor[np.argsort(counts, kind="stable")[: min(k, len(classes))]] = 1  # rarest classes first
+    quota = np.maximum(quota, floor)
+    while quota.sum() > k:  # the minimum of one per class overshot: take from the most over share
+        over = np.where(quota > floor, quota - share, -np.inf)
+        quota[int(np.argmax(over))] -= 1
+    while quota.sum() < k:  # largest remainders, among classes with volumes left
+        under = np.where(quota < counts, share - quota, -np.inf)
+        quota[int(np.argmax(under))] += 1
+    picked = [np.flatnonzero(y == c)[:q] for c, q in zip(classes, quota)]
+    return sorted(int(i) for i in np.concatenate(picked))
+
+
+def _labels_of(dataset: Dataset) -> np.ndarray:
+    """Labels of a split without loading its volumes when the dataset holds them."""
+    if isinstance(dataset, Subset):
+        return _labels_of(dataset.dataset)[np.asarray(dataset.indices)]
+    labels = getattr(dataset, "labels", None)
+    if labels is not None and len(labels) == len(dataset):
+        return np.asarray(labels).reshape(-1)
+    return np.array([int(dataset[i][1]) for i in range(len(dataset))])
 
 
 def _check_exact_possible(plan: Iterable[_Protocol], shape: Sequence[int]) -> None:

@@ -9,7 +9,9 @@ Run folder (`train.out/<name>`):
     best.safetensors         model checkpoint with the best validation AUC (+ final test metrics)
     last.safetensors         model checkpoint of the last finished epoch
     train_state.safetensors  optimizer/epoch/best state for `--resume`
-    metrics.json             final validation/test metrics of the selected checkpoint
+    metrics.json             final validation/test metrics of the selected checkpoint, with the
+                             run name, arch, parameter count, best epoch and training wall time
+                             (`train_seconds`: the epochs' time summed over resumed sessions)
 
 Determinism: torch's global RNG is re-seeded from (seed, epoch) at the start of every epoch and
 the shuffling order is a function of (seed, epoch), so a resumed run reproduces an uninterrupted
@@ -223,7 +225,7 @@ def _finished_result(point: ResumePoint) -> TrainResult:
     return TrainResult(point.run_dir, point.run_dir / "best.safetensors", final, trained_epochs=0, removed=point.removed)
 
 
-def _state_meta(recipe, epoch, best_key, best_epoch, best_val, opt_meta) -> dict[str, Any]:
+def _state_meta(recipe, epoch, best_key, best_epoch, best_val, opt_meta, train_seconds: float = 0.0) -> dict[str, Any]:
     return {
         "format": "volrot-checkpoint-train-state",
         "recipe": recipe.to_dict(),
@@ -231,6 +233,7 @@ def _state_meta(recipe, epoch, best_key, best_epoch, best_val, opt_meta) -> dict
         "best_key": list(best_key),
         "best_epoch": best_epoch,
         "best_val": best_val,
+        "train_seconds": train_seconds,
         "optimizer": opt_meta,
     }
 
@@ -266,6 +269,7 @@ def _train(recipe, device, ctx, point, progress, stop_after_epoch, console, clai
     }
 
     start_epoch, best_key, best_epoch, best_val = 0, None, -1, {}
+    train_seconds = 0.0  # wall time of the finished epochs (training + validation), over resumes
     if point is not None:
         run_dir = point.run_dir
         if point.state is not None:
@@ -275,6 +279,7 @@ def _train(recipe, device, ctx, point, progress, stop_after_epoch, console, clai
             start_epoch = int(meta["epoch"])
             best_key = tuple(meta["best_key"]) if meta["best_key"] is not None else None
             best_epoch, best_val = int(meta["best_epoch"]), meta["best_val"]
+            train_seconds = float(meta.get("train_seconds", 0.0))
         if ctx.is_main:  # the recipe may have been extended (--epochs), the data re-described
             atomic_write_text(run_dir / "recipe.yaml", recipe.to_yaml())
             atomic_write_text(run_dir / "data.json", json.dumps(bundle.describe(), indent=2, default=str))
@@ -354,6 +359,7 @@ def _train(recipe, device, ctx, point, progress, stop_after_epoch, console, clai
                 "seconds": round(time.perf_counter() - t0, 3),
                 "threads": torch.get_num_threads(),
             }
+            train_seconds += record["seconds"]
             if ctx.is_main:
                 meta = checkpoint_metadata(model, **meta_common, epoch=epoch + 1, metrics={"val": val})
                 if improved:
@@ -364,7 +370,7 @@ def _train(recipe, device, ctx, point, progress, stop_after_epoch, console, clai
                 save_tensors(
                     run_dir / "train_state.safetensors",
                     state_tensors,
-                    _state_meta(recipe, epoch + 1, best_key, best_epoch, best_val, opt_meta),
+                    _state_meta(recipe, epoch + 1, best_key, best_epoch, best_val, opt_meta, train_seconds),
                 )
                 log.append(record)
             ctx.barrier()
@@ -384,7 +390,13 @@ def _train(recipe, device, ctx, point, progress, stop_after_epoch, console, clai
     best_tensors = ctx.broadcast_object(best_tensors)
     model.load_state_dict(best_tensors)
     final = {
+        "run_name": run_dir.name,
+        "arch": recipe.model.arch,
+        "parameters": meta_common["parameters"],
+        "data": bundle.name,
+        "epochs": t_cfg.epochs,
         "best_epoch": best_epoch,
+        "train_seconds": round(train_seconds, 3),
         "val": evaluate(model, bundle.val, bundle.task, **eval_kw),
         "test": evaluate(model, bundle.test, bundle.task, **eval_kw),
     }
