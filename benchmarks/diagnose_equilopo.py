@@ -84,6 +84,43 @@ def head_candidates(model, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], di
     return out, {"layers": stats, "softmax_background_share": share_bg, "foreground_fraction": float(fg.mean())}
 
 
+def activation_regimes(model, x: torch.Tensor) -> dict:
+    """Per local activation: share of (sample, channel, voxel) functions in each regime of the
+    adaptive coefficients (all-negative: P = 0.01·y, all-positive: P = y, mixed: Eq. 15 fit),
+    and for the head's SoftMax the share where the floor 0.01·rms(f) replaces |p⁰|."""
+    from volrot.models.equilopo.activation import SOFTMAX_FLOOR, LocalActivation, SO3SoftMax
+
+    out, hooks = {}, []
+
+    def local_hook(name):
+        def h(mod, inp, _):
+            f = inp[0].detach().float()
+            w = degree_weights(mod.lmax).view(1, 1, -1, *([1] * (f.dim() - 3)))
+            mu, three_sigma = f[:, :, 0], 3 * (f[:, :, 1:].square() * w[:, :, 1:]).sum(2).sqrt()
+            neg, pos = (mu + three_sigma <= 0), (mu - three_sigma >= 0)
+            out[name] = {"negative": float(neg.float().mean()), "positive": float(pos.float().mean()), "mixed": float((~neg & ~pos).float().mean())}
+        return h
+
+    def softmax_hook(name):
+        def h(mod, inp, _):
+            f = inp[0].detach().float()
+            p = mod.activation(f)
+            rms = (f.square() * degree_weights(mod.activation.lmax).view(1, 1, -1, 1, 1, 1)).sum(2).sqrt()
+            out[name + " (floor active)"] = {"share": float((p[:, :, 0].abs() < SOFTMAX_FLOOR * rms).float().mean())}
+        return h
+
+    for name, mod in model.named_modules():
+        if isinstance(mod, SO3SoftMax):
+            hooks.append(mod.register_forward_hook(softmax_hook(name)))
+        elif isinstance(mod, LocalActivation) and mod.coefficients == "adaptive" and ".softmax" not in name and not name.startswith("softmax"):
+            hooks.append(mod.register_forward_hook(local_hook(name)))
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    return out
+
+
 def fit_adam(xtr, ytr, xva, yva, classes, lr, steps, batch, seed=0):
     """The training loop's view: Linear head on raw pooled invariants, Adam."""
     g = torch.Generator().manual_seed(seed)
@@ -134,6 +171,7 @@ def probe(args) -> dict:
             if split == "train" and i == 0:
                 meta = info
         data[split] = ({k: torch.cat([p[k] for p in parts]) for k in parts[0]}, y)
+    meta["activation_regimes"] = activation_regimes(model, torch.from_numpy(generate_split("train", size=args.size, n=args.batch)[0]))
     (ftr, ytr), (fva, yva) = data["train"], data["val"]
     heads = {}
     for name in ftr:
@@ -204,7 +242,7 @@ def plot(result: dict, path: Path) -> None:
     ax.bar(xs - 0.2, [heads[n]["adam_raw"]["val_acc"] for n in names], 0.4, label=f"Adam lr {result['args']['lr']:g}, {result['args']['probe_steps']} steps, raw")
     ax.bar(xs + 0.2, [heads[n]["ceiling_standardised"]["val_acc"] for n in names], 0.4, label="converged, standardised")
     ax.axhline(1 / 8, color="k", lw=0.8, ls="--")
-    ax.set_xticks(xs, [f"{n}\n({heads[n]['features']})" for n in names], fontsize=8)
+    ax.set_xticks(xs, [f"{n.replace('_', ' ').replace('+', '+ ')}\n({heads[n]['features']} numbers)".replace(" ", "\n", 1) for n in names], fontsize=7)
     ax.set_ylabel("val ACC of a linear head on frozen init features")
     ax.set_title("What each invariant head can tell apart at init", fontsize=9)
     ax.legend(fontsize=7)

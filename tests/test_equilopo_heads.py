@@ -1,5 +1,6 @@
 """EquiLoPO options beyond the paper (issue 16): the richer invariant heads (`head: spectrum |
-gram`), the head normalisation (`head_norm`) and the lifting degree (`lift_lmax`).
+gram`), the head normalisation (`head_norm`), the lifting degree (`lift_lmax`) and the pooling
+after the init block (`init_pool`).
 
 Invariance: the per-voxel invariants are unchanged by any rotation of the coefficients, and
 the logits of every new variant are unchanged by the 24 grid rotations (train and eval mode).
@@ -75,7 +76,7 @@ def _max_grid_error(model, x):
 
 VARIANTS = [
     dict(blocks=1, head="spectrum"),
-    dict(blocks=2, head="gram", head_norm=True, lift_lmax=1),
+    dict(blocks=2, head="gram", head_norm=True, lift_lmax=1, init_pool=True),  # equilopo_shapes
     dict(blocks=1, head="gram", coefficients="trainable", activation="global"),
     dict(blocks=1, head="softmax", head_norm=True, lift_lmax=0),
 ]
@@ -112,8 +113,8 @@ def test_a_head_that_breaks_the_symmetry_is_caught(monkeypatch):
 
 def test_options_registered_and_validated():
     defaults = get_entry("equilopo").defaults
-    assert (defaults["head"], defaults["head_norm"], defaults["lift_lmax"]) == ("softmax", False, None)
-    for bad in (dict(head="mlp"), dict(head_norm="yes"), dict(lift_lmax=4), dict(lift_lmax=-1), dict(lift_lmax=1.5)):
+    assert (defaults["head"], defaults["head_norm"], defaults["lift_lmax"], defaults["init_pool"]) == ("softmax", False, None, False)
+    for bad in (dict(head="mlp"), dict(head_norm="yes"), dict(lift_lmax=4), dict(lift_lmax=-1), dict(lift_lmax=1.5), dict(init_pool=1)):
         with pytest.raises(UserError):
             create_model("equilopo", num_classes=2, **bad)
 
@@ -135,3 +136,18 @@ def test_lift_lmax_sets_the_lifting_degree():
     assert (paper.lift.lout, cheap.lift.lout) == (2, 1)
     assert cheap.conv0.lin == 2 and paper.conv0.lin == 4
     assert cheap(torch.randn(1, 1, 5, 5, 5)).shape == (1, 2)
+
+
+def test_init_pool_halves_the_volume_before_the_blocks():
+    model = create_model("equilopo", num_classes=2, channels=1, blocks=1, lift_lmax=1, init_pool=True)
+    assert model.features(torch.randn(1, 1, 8, 8, 8)).shape[-3:] == (4, 4, 4)
+    assert model.features(torch.randn(1, 1, 7, 7, 7)).shape[-3:] == (4, 4, 4)  # odd: centred windows
+
+
+def test_shipped_shapes_recipe_builds_the_cpu_model():
+    from volrot.config import build_recipe, validate_model_options
+
+    recipe = build_recipe(None, {"arch": "equilopo", "data": "shapes"})
+    validate_model_options(recipe)
+    opts = recipe.model.options
+    assert (opts["head"], opts["head_norm"], opts["init_pool"], recipe.data.size) == ("gram", True, True, 16)

@@ -87,7 +87,7 @@ def test_odd_and_even_sizes_keep_invariance():
 def test_registered_with_options():
     entry = get_entry("equilopo")
     assert entry.symmetry == "so3"
-    assert set(entry.defaults) == {"blocks", "activation", "channels", "lmax", "filter_lmax", "coefficients", "dropout", "head", "head_norm", "lift_lmax"}
+    assert set(entry.defaults) == {"blocks", "activation", "channels", "lmax", "filter_lmax", "coefficients", "dropout", "head", "head_norm", "lift_lmax", "init_pool"}
     model = create_model("equilopo", num_classes=2, channels=1, blocks=1)
     assert model(torch.randn(2, 1, 5, 5, 5)).shape == (2, 2)
 

@@ -50,6 +50,7 @@ def equilopo(
     head: str = "softmax",
     head_norm: bool = False,
     lift_lmax: int | None = None,
+    init_pool: bool = False,
 ) -> EquiLoPONet:
     """Options: `blocks` 8 | 2 | 1 (ResNet-18 layout, the paper's 2- and 1-block models);
     `activation` local | global; `channels` (4 in the paper); `lmax` = degree L of the conv
@@ -58,7 +59,8 @@ def equilopo(
     trainable; `dropout` = probability of dropping a whole SO(3) function. Beyond the paper
     (docs/models.md): `head` softmax (paper) | spectrum | gram = which rotation invariants of
     the last features reach the classifier; `head_norm` = BatchNorm1d on the pooled invariants;
-    `lift_lmax` = output degree of the lifting conv (default lmax + 1, the paper's)."""
+    `lift_lmax` = output degree of the lifting conv (default lmax + 1, the paper's);
+    `init_pool` = halve the volume (symmetric average pooling) after the init block."""
     if blocks not in STAGES:
         raise UserError(f"model.blocks must be one of {sorted(STAGES)}, got {blocks!r}")
     if activation not in ("local", "global"):
@@ -76,6 +78,8 @@ def equilopo(
         raise UserError(f"model.head must be one of {', '.join(HEADS)}, got {head!r}")
     if not isinstance(head_norm, bool):
         raise UserError(f"model.head_norm must be true or false, got {head_norm!r}")
+    if not isinstance(init_pool, bool):
+        raise UserError(f"model.init_pool must be true or false, got {init_pool!r}")
     if lift_lmax is not None and (not isinstance(lift_lmax, int) or isinstance(lift_lmax, bool) or not 0 <= lift_lmax <= 3):
         raise UserError(f"model.lift_lmax must be an integer in 0..3 (default lmax + 1), got {lift_lmax!r}")
     return EquiLoPONet(
@@ -91,4 +95,5 @@ def equilopo(
         head=head,
         head_norm=head_norm,
         lift_lmax=lift_lmax,
+        init_pool=init_pool,
     )

@@ -11,7 +11,8 @@ Layout (research/equilopo.md §2.1), `C = channels` everywhere, L = `lmax`, L_f 
 * head (`head: softmax`, the paper's): SO(3) SoftMax per (channel, voxel) -> spatial mean ->
   Linear(C, classes). `spectrum` and `gram` hand the classifier more invariants per channel
   (`EquiLoPONet.invariants`); `head_norm` standardises the pooled invariants first
-  (BatchNorm1d); `lift_lmax` sets the lifting conv's output degree (paper: L + 1).
+  (BatchNorm1d); `lift_lmax` sets the lifting conv's output degree (paper: L + 1);
+  `init_pool` halves the volume after the init block (the blocks then run at half size).
 
 With ``activation: local`` every activation doubles the degree (L -> 2L); with ``global`` the
 sigmoid-gate activation keeps it. For a 28³ input the 8-block model runs at 28, 14, 7 and 4
@@ -88,6 +89,7 @@ class EquiLoPONet(nn.Module):
         head: str = "softmax",
         head_norm: bool = False,
         lift_lmax: int | None = None,
+        init_pool: bool = False,
     ):
         super().__init__()
         kind = activation
@@ -99,6 +101,7 @@ class EquiLoPONet(nn.Module):
         self.act0 = _Act(kind, channels, lift_l, coefficients, keep=self.conv0.lin_used)
         self.bn1 = SE3BatchNorm(channels, lmax)
         self.act1 = _Act(kind, channels, lmax, coefficients)
+        self.init_pool = SymmetricAvgPool() if init_pool else nn.Identity()
         layers = []
         lin = self.act1.lout
         for stage, count in enumerate(STAGES[blocks]):
@@ -120,7 +123,7 @@ class EquiLoPONet(nn.Module):
         """SO(3)-function features of the last block, `(B, C, N, D', H', W')`."""
         x = x.unsqueeze(2)
         x = self.act0(self.bn0(self.lift(x)))
-        x = self.act1(self.bn1(self.conv0(x)))
+        x = self.init_pool(self.act1(self.bn1(self.conv0(x))))
         return self.blocks(x)
 
     def invariants(self, features: torch.Tensor) -> torch.Tensor:
