@@ -228,6 +228,41 @@ def steps(args) -> list[dict]:
     return log
 
 
+INVARIANCE_VARIANTS = {
+    "paper head (1 block)": {"blocks": 1},
+    "spectrum head": {"blocks": 1, "head": "spectrum"},
+    "gram head + head_norm": {"blocks": 1, "head": "gram", "head_norm": True},
+    "equilopo_shapes recipe": {"blocks": 2, "head": "gram", "head_norm": True, "lift_lmax": 1, "init_pool": True},
+}
+
+
+def invariance(args) -> dict:
+    """Max over the 24 grid rotations of max|Δlogit| / max|logit| (float32), per variant and
+    mode, on `shapes` volumes; eval mode after 3 batches of running statistics."""
+    from volrot.so3.sampling import octahedral
+    from volrot.so3.volume import rotate_exact
+
+    x = torch.from_numpy(generate_split("val", size=args.size, n=args.batch)[0])
+    calib = torch.from_numpy(generate_split("train", size=args.size, n=3 * args.batch)[0])
+    out = {}
+    for name, opts in INVARIANCE_VARIANTS.items():
+        torch.manual_seed(args.seed)
+        model = create_model("equilopo", num_classes=8, channels=args.channels, **opts)
+        for mode in ("train", "eval"):
+            if mode == "eval":
+                model.train()
+                with torch.no_grad():
+                    for i in range(3):
+                        model(calib[i * args.batch : (i + 1) * args.batch])
+            model.train(mode == "train")
+            with torch.no_grad():
+                ref = model(x)
+                err = max(float((model(rotate_exact(x, g)) - ref).abs().max() / ref.abs().max()) for g in octahedral())
+            out[f"{name} / {mode}"] = err
+            print(f"{name:28s} {mode:5s} relative logit error {err:.1e}", flush=True)
+    return out
+
+
 def plot(result: dict, path: Path) -> None:
     import matplotlib
 
@@ -274,6 +309,7 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--set", action="append", default=[], help="model option KEY=VALUE (e.g. head=spectrum)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--invariance", action="store_true", help="only measure the grid invariance of the head variants (merged into --out)")
     ap.add_argument("--out", type=Path, default=RESULTS / "equilopo_diagnosis.json")
     ap.add_argument("--figure", type=Path, default=IMG / "equilopo_diagnosis.png")
     args = ap.parse_args(argv)
@@ -282,6 +318,11 @@ def main(argv=None) -> None:
     for kv in args.set:
         k, v = kv.split("=", 1)
         args.model[k] = int(v) if v.lstrip("-").isdigit() else v
+    if args.invariance:
+        doc = json.loads(args.out.read_text(encoding="utf-8")) if args.out.is_file() else {}
+        doc["invariance_24_grid_rotations"] = {"size": args.size, "batch": args.batch, "errors": invariance(args)}
+        args.out.write_text(json.dumps(doc, indent=2, default=str), encoding="utf-8")
+        return
     t0 = time.perf_counter()
     result = {
         "args": {k: v for k, v in vars(args).items() if k not in ("out", "figure")},

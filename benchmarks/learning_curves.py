@@ -119,7 +119,7 @@ def plot(path: Path) -> None:
             row[1].plot(ep, [e["val_acc"] for e in run["epochs"]], **style)
             row[2].plot(ep, [e["val_auc"] for e in run["epochs"]], **style)
         setup = d["setup"]
-        title = f"{setup['data']} ({setup['size']}³, {setup['max_samples'] or 'all'} samples/split, 1 thread)"
+        title = f"{setup['data']} {setup['size']}³, ≤{setup['max_samples'] or 'all'} samples/split, batch {setup.get('batch_size')}"
         for ax, name in zip(row, ("train loss", "val ACC", "val AUC")):
             ax.set_title(f"{title}: {name}", fontsize=8)
             ax.set_xlabel("epoch")
@@ -153,6 +153,9 @@ def main(argv=None) -> None:
             "data": args.data,
             "size": args.size,
             "max_samples": args.max_samples,
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
             "threads": args.threads,
             "machine": platform.processor() or platform.machine(),
         }
