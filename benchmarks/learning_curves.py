@@ -92,6 +92,25 @@ def run_one(label: str, spec: dict, args, out_dir: Path) -> dict:
     }
 
 
+def record_run_dir(label: str, run_dir: Path, command: str) -> dict:
+    """A run folder written by `volrot train` (finished or stopped early) as a curve record:
+    its recipe, its per-epoch metrics.jsonl and, when it finished, metrics.json."""
+    from volrot.config import load_recipe_file, recipe_from_dict
+
+    recipe = recipe_from_dict(load_recipe_file(run_dir / "recipe.yaml"), str(run_dir / "recipe.yaml"))
+    epochs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+    final_file = run_dir / "metrics.json"
+    return {
+        "label": label,
+        "command": command,
+        "recipe": recipe.to_dict(),
+        "epochs": epochs,
+        "final": json.loads(final_file.read_text(encoding="utf-8")) if final_file.is_file() else None,
+        "stopped_after_epoch": None if final_file.is_file() else len(epochs),
+        "wall_seconds": round(sum(e["seconds"] for e in epochs), 1),
+    }
+
+
 def _model_params(checkpoint: Path):
     from volrot.checkpoint import load_model
 
@@ -111,11 +130,14 @@ def plot(path: Path) -> None:
     files = sorted(RESULTS.glob("learning_curves_*.json"))
     datasets = [json.loads(f.read_text(encoding="utf-8")) for f in files]
     fig, axes = plt.subplots(len(datasets), 3, figsize=(13, 3.4 * len(datasets)), squeeze=False)
+    labels = sorted({label for d in datasets for label in d["runs"]})
+    colours = {label: plt.cm.tab10(i % 10) for i, label in enumerate(labels)}
     for row, d in zip(axes, datasets):
-        for run in d["runs"].values():
+        for run in sorted(d["runs"].values(), key=lambda r: r["label"]):
             ep = [e["epoch"] for e in run["epochs"]]
-            style = dict(marker="o", ms=3, lw=2.2 if run["recipe"]["model"]["arch"] == "equilopo" else 1.2)
-            row[0].plot(ep, [e["train_loss"] for e in run["epochs"]], label=run["label"], **style)
+            style = {"marker": "o", "ms": 3, "color": colours[run["label"]], "lw": 2.2 if run["recipe"]["model"]["arch"] == "equilopo" else 1.2}
+            name = run["label"] + (f" (stopped after {run['stopped_after_epoch']})" if run.get("stopped_after_epoch") else "")
+            row[0].plot(ep, [e["train_loss"] for e in run["epochs"]], label=name, **style)
             row[1].plot(ep, [e["val_acc"] for e in run["epochs"]], **style)
             row[2].plot(ep, [e["val_auc"] for e in run["epochs"]], **style)
         setup = d["setup"]
@@ -143,6 +165,8 @@ def main(argv=None) -> None:
     ap.add_argument("--run", nargs=2, action="append", default=[], metavar=("LABEL", "SPEC"))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--plot", type=Path, default=None, help="draw every results file into this figure")
+    ap.add_argument("--record", nargs=3, action="append", default=[], metavar=("LABEL", "RUN_DIR", "COMMAND"),
+                    help="add a run folder of `volrot train` (e.g. one stopped early for time) to --data's results")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.run:
@@ -173,6 +197,12 @@ def main(argv=None) -> None:
                 path.write_text(json.dumps(doc, indent=2, default=str), encoding="utf-8")
                 fin = doc["runs"][label]["final"]
                 print(f"== {label}: test acc {fin['test']['acc']:.3f} auc {fin['test']['auc']:.3f}, {doc['runs'][label]['wall_seconds']} s", flush=True)
+    for label, run_dir, command in args.record:
+        path = results_path(args.data)
+        doc = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"runs": {}, "setup": {"data": args.data}}
+        doc["runs"][label] = record_run_dir(label, Path(run_dir), command)
+        path.write_text(json.dumps(doc, indent=2, default=str), encoding="utf-8")
+        print(f"recorded {label} from {run_dir} ({len(doc['runs'][label]['epochs'])} epochs)")
     if args.plot:
         plot(args.plot)
 
