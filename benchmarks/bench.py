@@ -68,8 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--amp", action="store_true", help="bf16 autocast (the invariance error is measured in it)")
+    p.add_argument("--compile", action="store_true", help="time torch.compile(model) (compiled during warm-up)")
     p.add_argument("--reference-width", type=int, default=None, help="resnet3d width (default: recipe width 64)")
-    p.add_argument("--invariance-samples", type=int, default=2, help="volumes for the 24-rotation check (0: skip)")
+    p.add_argument("--invariance-samples", type=int, default=2, help="volumes for the check under the declared group (0: skip)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch.set_num_threads (on a loaded shared CPU, 1 avoids OpenMP stalls)")
     p.add_argument("--tf32", action="store_true", help="allow TF32 matmul/cuDNN on CUDA (off by default)")
@@ -88,7 +89,8 @@ def main(argv=None) -> dict:
     options = {} if args.recipe_dataset == "none" else recipe_model_options(args.arch, args.recipe_dataset)
     options.update(parse_sets(args.sets))
     common = dict(device=args.device, size=args.size, repeats=args.repeats, warmup=args.warmup, amp=args.amp,
-                  reference_width=args.reference_width, invariance_samples=args.invariance_samples)
+                  reference_width=args.reference_width, invariance_samples=args.invariance_samples,
+                  compile=args.compile)
     report = run_benchmark(args.arch, options, batch=args.batch, **common)
     if args.train_batch and args.train_batch != args.batch:
         # the authors report inference at 32 and training at 16: a second run at the training batch

@@ -28,7 +28,8 @@ import torch
 from volrot.data.base import ArrayDataset
 from volrot.engine.rotated import evaluate_rotated
 from volrot.models.registry import create_model
-from volrot.so3.sampling import haar, octahedral
+from volrot.so3.groups import octahedral
+from volrot.so3.sampling import haar
 from volrot.so3.volume import apply_sphere_mask, rotate_exact_batch, rotate_trilinear
 
 

@@ -37,7 +37,7 @@ import torch.nn.functional as F  # noqa: E402
 from volrot.data.synthetic import generate_split  # noqa: E402
 from volrot.models import create_model  # noqa: E402
 from volrot.models.equilopo import invariants as inv_mod  # noqa: E402
-from volrot.models.equilopo.activation import degree_weights  # noqa: E402
+from volrot.so3.wigner import degree_weights  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 IMG = Path(__file__).resolve().parents[1] / "docs" / "img"
@@ -239,8 +239,7 @@ INVARIANCE_VARIANTS = {
 def invariance(args) -> dict:
     """Max over the 24 grid rotations of max|Δlogit| / max|logit| (float32), per variant and
     mode, on `shapes` volumes; eval mode after 3 batches of running statistics."""
-    from volrot.so3.sampling import octahedral
-    from volrot.so3.volume import rotate_exact
+    from volrot.so3.groups import octahedral, rotate_exact
 
     x = torch.from_numpy(generate_split("val", size=args.size, n=args.batch)[0])
     calib = torch.from_numpy(generate_split("train", size=args.size, n=3 * args.batch)[0])

@@ -5,7 +5,7 @@ import sys
 
 model_file, scans = sys.argv[1], sys.argv[2:]
 if model_file.endswith(".onnx"):
-    from volrot.predict import OnnxModel as load_model
+    from volrot.inference import OnnxModel as load_model
 else:
     from volrot import load_model
 model = load_model(model_file)

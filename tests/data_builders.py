@@ -99,3 +99,29 @@ def nifti_dataset(root: Path, n_per_class: int = 6, shape=(12, 12, 12), split: b
             rows.append(f"{name},{'right' if label else 'left'}{s}")
     header = "path,label,split" if split else "path,label"
     return write_manifest(root / "manifest.csv", header, rows)
+
+
+def write_inflating_nifti(path: Path, shape=(640, 640, 640), dtype=np.float64, block: int = 16 * 2**20) -> Path:
+    """A hostile `.nii.gz`: a valid header claiming `shape` × `dtype`, then that many zero bytes,
+    gzip-compressed as repeated members (640³ float64: 2.1 GB of voxels in a ~2 MB file).
+
+    Built in well under a second and without ever holding the voxels in memory."""
+    import gzip
+
+    import nibabel as nib
+
+    hdr = nib.Nifti1Header()
+    hdr.set_data_shape(shape)
+    hdr.set_data_dtype(dtype)
+    hdr.set_qform(np.eye(4), code=1)
+    hdr["vox_offset"] = 352
+    n = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    member = gzip.compress(b"\0" * block, compresslevel=6)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:
+        fh.write(gzip.compress(hdr.binaryblock + b"\0" * 4))
+        for _ in range(n // block):
+            fh.write(member)
+        if n % block:
+            fh.write(gzip.compress(b"\0" * (n % block)))
+    return path

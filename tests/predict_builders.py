@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from volrot.checkpoint import checkpoint_metadata, save_checkpoint
+from volrot.artifacts.checkpoint import checkpoint_metadata, save_checkpoint
 from volrot.models import create_model, model_defaults
 
 # A tiny configuration per arch (seconds to export on a CPU); archs not listed use their defaults.

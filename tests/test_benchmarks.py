@@ -116,7 +116,24 @@ def test_cuda_without_a_gpu_is_a_user_error():
 def test_invariance_error_sees_a_model_without_symmetry():
     from volrot.benchmark import invariance_error
     from volrot.models import create_model
+    from volrot.so3.groups import cube_group
 
     torch.manual_seed(0)
     model = create_model("resnet3d", num_classes=2, width=2)
-    assert invariance_error(model, torch.randn(1, 1, 8, 8, 8)) > 1e-3
+    x = torch.randn(1, 1, 8, 8, 8)
+    assert invariance_error(model, x, elements=cube_group("O").elements) > 1e-3
+    assert invariance_error(model, x) == 0.0  # its declared group is the identity alone
+
+
+def test_invariance_error_uses_the_declared_group():
+    """gcnn D4 is invariant to its 8 rotations, not to the 24 (the figure used to be over 24)."""
+    from volrot.benchmark import invariance_error
+    from volrot.models import create_model
+    from volrot.so3.groups import cube_group
+
+    torch.manual_seed(0)
+    model = create_model("gcnn", num_classes=2, group="D4", width=4)
+    x = torch.randn(1, 1, 8, 8, 8)
+    inside = invariance_error(model, x)
+    assert inside <= 1e-4
+    assert invariance_error(model, x, elements=cube_group("O").elements) > max(100 * inside, 1e-4)

@@ -15,8 +15,7 @@ from volrot.errors import UserError
 from volrot.models import create_model, get_entry
 from volrot.models.equilopo.invariants import gram_size, power_spectrum, row_gram
 from volrot.so3 import wigner as w
-from volrot.so3.sampling import octahedral
-from volrot.so3.volume import rotate_exact
+from volrot.so3.groups import octahedral, rotate_exact
 
 GRID = octahedral()
 
@@ -44,7 +43,9 @@ def _column_gram(x, lmax):
 def test_per_voxel_invariants_under_arbitrary_rotations(lmax):
     torch.manual_seed(0)
     x = torch.randn(2, 3, w.n_coeffs(lmax), 2, 2, 2, dtype=torch.float64)
-    for R in w.random_rotations(4, seed=1):
+    from volrot.so3.sampling import haar_matrices
+
+    for R in torch.from_numpy(haar_matrices(4, seed=1)):
         xr = w.rotate_coefficients(x, lmax, R, dim=2)
         torch.testing.assert_close(power_spectrum(xr, lmax), power_spectrum(x, lmax), rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(row_gram(xr, lmax), row_gram(x, lmax), rtol=1e-12, atol=1e-12)
@@ -57,7 +58,7 @@ def test_spectrum_squares_add_up_to_mean_square():
     torch.manual_seed(1)
     x = torch.randn(1, 2, w.n_coeffs(2), 3, 1, 1, dtype=torch.float64)
     s = power_spectrum(x, 2)
-    torch.testing.assert_close((s.square().sum(2)), w.mean_square(x, 2, dim=2) + 2 * 1e-8)
+    torch.testing.assert_close((s.square().sum(2)), w.mean_square(x, dim=2) + 2 * 1e-8)
     # the trace of each row Gram block is that degree's power ‖f^l‖²/(2l+1)
     g, start = row_gram(x, 2), 0
     for l in range(3):

@@ -46,9 +46,9 @@ def test_one_block_equilopo_trains_an_epoch_on_adrenal(tmp_path):
     assert np.isfinite(json.loads(lines[0])["train_loss"])
     test = result.metrics["test"]
     assert 0.0 <= test["auc"] <= 1.0 and 0.0 <= test["acc"] <= 1.0
-    from volrot.checkpoint import load_model
+    from volrot.artifacts.checkpoint import load_checkpoint
 
-    model = load_model(result.best_checkpoint)
+    model, _ = load_checkpoint(result.best_checkpoint)
     assert model.volrot_arch == "equilopo"
     # the trainer seeds torch before building the model: every parameter moved from that init
     torch.manual_seed(recipe.train.seed)

@@ -135,7 +135,7 @@ def test_report_fields_and_files(tmp_path):
     assert data["reference"]["n_samples"] == 16
     again = load_report(tmp_path / "out" / "report.json")
     assert again.rows == rep.rows and again.protocols == rep.protocols and again.meta == rep.meta
-    with open(tmp_path / "out" / "report.csv") as fh:
+    with open(tmp_path / "out" / "report.csv", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     assert list(rows[0]) == list(ROW_FIELDS)
     assert rows[0]["protocol"] == "reference" and len(rows) == 1 + len(rep.rows)

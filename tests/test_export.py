@@ -18,9 +18,9 @@ from predict_builders import CLASSES, SIZE, ct_volume, make_checkpoint, write_ni
 from volrot import load_model  # noqa: E402
 from volrot.cli import app  # noqa: E402
 from volrot.errors import UserError  # noqa: E402
-from volrot.export import export_checkpoint, load_artifact  # noqa: E402
+from volrot.artifacts.export import export_checkpoint, load_artifact  # noqa: E402
 from volrot.models import list_models  # noqa: E402
-from volrot.predict import OnnxModel  # noqa: E402
+from volrot.inference.predict import OnnxModel  # noqa: E402
 
 
 @pytest.mark.parametrize("arch", list_models())
@@ -41,8 +41,7 @@ def test_every_arch_exports_to_onnx_and_predicts_like_eager(tmp_path, arch):
         [exported["probabilities"][c] for c in CLASSES], [eager["probabilities"][c] for c in CLASSES], atol=1e-5
     )
     x = np.random.default_rng(0).normal(size=(2, 1, SIZE, SIZE, SIZE)).astype(np.float32)
-    with torch.no_grad():
-        ref = load_model(ck)(torch.from_numpy(x)).numpy()
+    ref = load_model(ck)(x)
     np.testing.assert_allclose(onnx_model(x), ref, rtol=1e-4, atol=1e-5)
 
 
@@ -54,8 +53,8 @@ def test_onnx_metadata_is_complete_and_batch_is_dynamic(tmp_path):
     proto = onnx.load(str(tmp_path / "m.onnx"))
     props = {p.key: p.value for p in proto.metadata_props}
     meta = json.loads(props["volrot"])
-    ck_meta = load_model(ck).volrot_meta
-    for key in ("arch", "model_config", "class_names", "input", "preprocessing", "metrics", "volrot_version", "torch_version"):
+    ck_meta = load_model(ck).meta
+    for key in ("arch", "model_options", "class_names", "input", "preprocessing", "data", "recipe", "metrics", "versions"):
         assert meta[key] == ck_meta[key], key
     assert meta["format"] == "volrot-export"
     assert meta["export"]["format"] == "onnx" and meta["export"]["exporter"] in ("torchscript", "dynamo")
@@ -67,7 +66,7 @@ def test_onnx_metadata_is_complete_and_batch_is_dynamic(tmp_path):
 
 
 def test_verification_failure_writes_nothing(tmp_path, monkeypatch):
-    import volrot.export as export_mod
+    import volrot.artifacts.export as export_mod
 
     ck = make_checkpoint(tmp_path / "ck.safetensors")
     out = tmp_path / "out" / "m.onnx"
@@ -88,7 +87,7 @@ def test_verification_failure_writes_nothing(tmp_path, monkeypatch):
 
 
 def test_onnx_exporter_falls_back_to_dynamo(tmp_path, monkeypatch):
-    import volrot.export as export_mod
+    import volrot.artifacts.export as export_mod
 
     real_write = export_mod._write_onnx
 
@@ -102,7 +101,7 @@ def test_onnx_exporter_falls_back_to_dynamo(tmp_path, monkeypatch):
     report = export_checkpoint(ck, "onnx", tmp_path / "m.onnx", real_data=False)
     assert report.exporter == "dynamo"
     assert len(report.attempts) == 1 and "kernel of unknown shape" in report.attempts[0]
-    assert OnnxModel(tmp_path / "m.onnx").volrot_meta["export"]["opset"] == 18
+    assert OnnxModel(tmp_path / "m.onnx").meta["export"]["opset"] == 18
 
 
 @pytest.mark.parametrize("fmt", ["torchscript", "pt2"])
@@ -112,9 +111,9 @@ def test_torchscript_and_pt2_round_trip(tmp_path, fmt):
     report = export_checkpoint(ck, fmt, out, real_data=False)
     assert report.max_rel <= 1e-4
     artifact = load_artifact(out)
-    meta = artifact.volrot_meta
+    meta = artifact.meta
     assert meta["class_names"] == CLASSES and meta["export"]["format"] == fmt
-    model = load_model(ck)
+    model = load_model(ck).model
     for b in (1, 4):
         x = torch.randn(b, 1, SIZE, SIZE, SIZE)
         with torch.no_grad():
@@ -123,7 +122,7 @@ def test_torchscript_and_pt2_round_trip(tmp_path, fmt):
 
 def test_cli_export_checks_on_real_training_data(tmp_path, tiny_recipe):
     ck = make_checkpoint(
-        tmp_path / "ck.safetensors", preprocessing={"source": "generated", "size": SIZE}, recipe=tiny_recipe().to_dict()
+        tmp_path / "ck.safetensors", preprocessing={"source": "generated", "size": SIZE, "scale": 1.0, "offset": 0.0}, recipe=tiny_recipe().to_dict()
     )
     out = tmp_path / "m.onnx"
     result = CliRunner().invoke(app, ["export", str(ck), "--format", "onnx", "--out", str(out)])

@@ -68,10 +68,10 @@ def _capture(model, volumes, names):
 
 
 def test_sampled_functions_equal_layer_outputs_at_random_rotations(equilopo_checkpoint):
-    from volrot.checkpoint import load_model
+    from volrot.artifacts.checkpoint import load_checkpoint
     from volrot.inspection import inspect_model
 
-    model = load_model(equilopo_checkpoint)
+    model, _ = load_checkpoint(equilopo_checkpoint)
     torch.manual_seed(1)
     volumes = torch.rand(3, 1, 16, 16, 16)
     rotations = haar(24, seed=5).matrices
@@ -146,10 +146,10 @@ def test_command_on_tiny_trained_equilopo_writes_figures_and_documented_json(equ
 
 
 def test_layer_filter_selects_one_activation(equilopo_checkpoint):
-    from volrot.checkpoint import load_model
+    from volrot.artifacts.checkpoint import load_checkpoint
     from volrot.inspection import inspect_model
 
-    model = load_model(equilopo_checkpoint)
+    model, _ = load_checkpoint(equilopo_checkpoint)
     report = inspect_model(model, torch.rand(1, 1, 16, 16, 16), layer="blocks.0.act2", functions=8, rotations=haar(8).matrices)
     assert [s.name for s in report.local] == ["blocks.0.act2.op"] and report.softmax == []
 
@@ -173,7 +173,7 @@ def test_fiber_laws_are_the_ones_that_hold():
     (irreps: D_rho) features
     are equivariant only with their own law; spatial rotation alone leaves an O(1) error."""
     from volrot.inspection.equivariance import feature_layers, measure_equivariance, z90
-    from volrot.inspection.fibers import Fiber
+    from volrot.so3.fields import Scalar
     from volrot.models import create_model
     from volrot.so3.volume import rotate_exact
 
@@ -188,7 +188,7 @@ def test_fiber_laws_are_the_ones_that_hold():
         name, module, fiber = feature_layers(model)[2]
         seen = _capture(model, torch.cat([x, rotate_exact(x, g)]), {name})
         out = seen[name][1]
-        spatial_only = Fiber("spatial").transform(out[:1], g)
+        spatial_only = Scalar().transform(out[:1], g)
         # scalar channels rotate spatially only, so the gap is smallest for steerable (~3e-2)
         assert (out[1:] - spatial_only).norm() / out[1:].norm() > 1e-2, arch
 

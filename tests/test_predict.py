@@ -26,8 +26,8 @@ from predict_builders import CLASSES, SIZE, ct_volume, make_checkpoint, write_di
 from volrot import load_model  # noqa: E402
 from volrot.cli import app  # noqa: E402
 from volrot.errors import UserError  # noqa: E402
-from volrot.export import export_checkpoint, load_artifact  # noqa: E402
-from volrot.predict import OnnxModel, open_model, rotate_grid  # noqa: E402
+from volrot.artifacts.export import export_checkpoint, load_artifact  # noqa: E402
+from volrot.inference.predict import OnnxModel, open_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,7 +96,7 @@ def test_folder_with_corrupt_file_gives_complete_output_and_exit_2(exported, tmp
 def test_onnx_path_runs_without_torch(exported):
     code = (
         "import sys, json; sys.modules['torch'] = None\n"
-        "from volrot.predict import OnnxModel\n"
+        "from volrot.inference.predict import OnnxModel\n"
         f"m = OnnxModel({str(exported['onnx'])!r})\n"
         f"scans = ({str(exported['nifti'])!r}, {str(exported['dicom'])!r})\n"
         "print(json.dumps([m.predict(p) for p in scans]))\n"
@@ -111,14 +111,14 @@ def test_onnx_path_runs_without_torch(exported):
 
 
 def test_shapes_checkpoint_takes_files_as_is(tmp_path):
-    ck = make_checkpoint(tmp_path / "ck.safetensors", preprocessing={"source": "generated", "size": SIZE, "intensity": "none"})
+    ck = make_checkpoint(tmp_path / "ck.safetensors", preprocessing={"source": "generated", "size": SIZE, "intensity": "none", "scale": 1.0, "offset": 0.0})
     vol = np.random.default_rng(0).normal(size=(SIZE,) * 3).astype(np.float32)
     scan = write_nifti(tmp_path / "cube.nii.gz", vol, spacing=(1.0, 1.0, 1.0))
     model = load_model(ck)
     res = model.predict(scan)
     assert res["preprocessing"]["mode"] == "as-is" and res["preprocessing"]["size"] == [SIZE] * 3
     with torch.no_grad():
-        ref = torch.softmax(model(torch.from_numpy(vol)[None, None]), -1)[0].numpy()
+        ref = torch.softmax(model.model(torch.from_numpy(vol)[None, None]), -1)[0].numpy()
     np.testing.assert_allclose(_probs(res), ref, atol=1e-6)
     wrong = write_nifti(tmp_path / "big.nii.gz", np.zeros((20, 20, 20), np.float32))
     with pytest.raises(UserError, match=r"20×20×20 voxels but this model takes 16×16×16 as-is"):
@@ -126,15 +126,14 @@ def test_shapes_checkpoint_takes_files_as_is(tmp_path):
 
 
 def test_octahedral_tta_is_rotation_invariant(tmp_path):
-    from volrot.so3.sampling import octahedral
-    from volrot.so3.volume import rotate_exact
+    from volrot.so3.groups import octahedral, rotate_exact
 
     x = np.random.default_rng(1).normal(size=(1, 5, 5, 5)).astype(np.float32)
-    for g in octahedral():
-        np.testing.assert_array_equal(rotate_grid(x, g), rotate_exact(torch.from_numpy(x), g).numpy())
-    ck = make_checkpoint(tmp_path / "ck.safetensors", preprocessing={"source": "generated", "size": SIZE})
+    for g in octahedral():  # numpy and torch through the same op words
+        np.testing.assert_array_equal(rotate_exact(x, g), rotate_exact(torch.from_numpy(x), g).numpy())
+    ck = make_checkpoint(tmp_path / "ck.safetensors", preprocessing={"source": "generated", "size": SIZE, "scale": 1.0, "offset": 0.0})
     vol = np.random.default_rng(2).normal(size=(SIZE,) * 3).astype(np.float32)
-    turned = rotate_grid(vol[None], octahedral()[7])[0]
+    turned = rotate_exact(vol[None], octahedral()[7])[0]
     a = write_nifti(tmp_path / "a.nii.gz", vol, spacing=(1, 1, 1))
     b = write_nifti(tmp_path / "b.nii.gz", turned, spacing=(1, 1, 1))
     model = load_model(ck)

@@ -2,13 +2,14 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from volrot.so3.groups import octahedral
 from volrot.so3.sampling import (
     axis_sweep,
     covering_radius_deg,
     haar,
     haar_angle_cdf,
+    haar_matrices,
     nearest_neighbour_deg,
-    octahedral,
     octahedral_set,
     rotation_angle_deg,
     so3_grid,
@@ -115,3 +116,14 @@ def test_octahedral_set_and_spacing_helpers():
     assert sorted({round(lab["angle_deg"]) for lab in s.labels}) == [0, 90, 120, 180]
     # covering radius of the cube group: the farthest rotation is at least 60° from all 24
     assert 55 < covering_radius_deg(s.matrices, probes=5000) < 70
+
+
+def test_haar_matrices_are_haar_and_seeded():
+    """The one Haar sampler (augmentation, the haar protocol, EquiLoPO's resampler, tests)."""
+    m = haar_matrices(2000, 0)
+    _assert_rotations(m)
+    angles = np.arccos(np.clip((np.trace(m, axis1=1, axis2=2) - 1) / 2, -1, 1))
+    assert stats.kstest(angles, haar_angle_cdf).pvalue > 0.01
+    np.testing.assert_array_equal(haar_matrices(2000, 0), m)
+    np.testing.assert_array_equal(haar(5, seed=3).matrices, haar_matrices(5, 3))
+    assert not np.array_equal(haar_matrices(5, 1), haar_matrices(5, 2))

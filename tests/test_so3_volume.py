@@ -4,7 +4,8 @@ import torch
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
-from volrot.so3.sampling import axis_sweep, haar, octahedral
+from volrot.so3.groups import octahedral
+from volrot.so3.sampling import axis_sweep, haar
 from volrot.so3.volume import (
     apply_sphere_mask,
     centred_coordinates,

@@ -4,7 +4,7 @@ import torch
 from volrot.config import DataConfig
 from volrot.data import load_data
 from volrot.data.synthetic import CLASS_NAMES, PIECES, generate_split
-from volrot.so3.sampling import octahedral
+from volrot.so3.groups import octahedral
 from volrot.so3.volume import rotate_exact
 
 

@@ -9,7 +9,7 @@ import torch
 from typer.testing import CliRunner
 
 from volrot import load_model
-from volrot.checkpoint import read_tensors
+from volrot.artifacts.checkpoint import read_tensors
 from volrot.cli import app
 from volrot.config import recipe_from_dict
 from volrot.data import load_data
@@ -34,7 +34,7 @@ def test_cli_train_smoke_writes_run_folder(tmp_path):
     assert "ACC" in res.output and "AUC" in res.output and "run folder" in res.output
     recipe = (run / "recipe.yaml").read_text(encoding="utf-8")
     assert "width: 2" in recipe and "name: shapes" in recipe
-    meta = load_model(run / "best.safetensors").volrot_meta
+    meta = load_model(run / "best.safetensors").meta
     assert set(meta["metrics"]) == {"val", "test"}
     assert meta["class_names"][:2] == ["chiral-left", "chiral-right"]
     assert meta["input"]["shape"] == [1, 16, 16, 16]
@@ -104,9 +104,9 @@ def test_torchrun_two_gloo_processes_match_single_process_eval(tmp_path):
     ]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, encoding="utf-8", timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    model = load_model(out / "ddp" / "best.safetensors")
-    recorded = model.volrot_meta["metrics"]
-    recipe = recipe_from_dict(model.volrot_meta["recipe"])
+    loaded = load_model(out / "ddp" / "best.safetensors")
+    model, recorded = loaded.model, loaded.meta["metrics"]
+    recipe = recipe_from_dict(loaded.meta["recipe"])
     bundle = load_data(recipe.data)
     for split in ("val", "test"):
         single = evaluate(model, bundle.split(split), bundle.task, batch_size=5)

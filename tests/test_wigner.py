@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from volrot.so3 import wigner as w
-from volrot.so3.sampling import octahedral
+from volrot.so3.groups import octahedral
+from volrot.so3.sampling import haar_matrices
 
-R = w.random_rotations(3, seed=11)
+R = torch.as_tensor(haar_matrices(3, 11))
 
 
 @pytest.mark.parametrize("l", range(5))
@@ -56,19 +57,19 @@ def test_product_rule_matches_pointwise_product():
     torch.manual_seed(0)
     f = torch.randn(3, w.n_coeffs(2), dtype=torch.float64)
     g = torch.randn(3, w.n_coeffs(1), dtype=torch.float64)
-    Q = w.random_rotations(25, seed=3)
+    Q = torch.as_tensor(haar_matrices(25, 3))
     fg = w.product_cg(f, 2, g, 1)
     assert fg.shape == (3, w.n_coeffs(3))
     expect = w.evaluate(f, 2, Q) * w.evaluate(g, 1, Q)
     assert torch.allclose(w.evaluate(fg, 3, Q), expect, atol=1e-11)
     # moments: (f·f)^0 = mean_Q f² = Σ_l ‖f^l‖²/(2l+1)
-    assert torch.allclose(w.product_cg(f, 2, f, 2)[:, 0], w.mean_square(f, 2), atol=1e-12)
+    assert torch.allclose(w.product_cg(f, 2, f, 2)[:, 0], w.mean_square(f), atol=1e-12)
 
 
 def test_rotate_coefficients_is_left_translation():
     torch.manual_seed(1)
     f = torch.randn(2, w.n_coeffs(2), dtype=torch.float64)
-    Q = w.random_rotations(10, seed=4)
+    Q = torch.as_tensor(haar_matrices(10, 4))
     rf = w.rotate_coefficients(f, 2, R[0])
     # (R·f)(Q) = f(R⁻¹Q)
     assert torch.allclose(w.evaluate(rf, 2, Q), w.evaluate(f, 2, R[0].T @ Q), atol=1e-12)
@@ -84,30 +85,30 @@ def test_resampler_is_exact_and_well_conditioned():
 
 
 @pytest.mark.parametrize("l", range(4))
-def test_report_convention_conversion(l):
-    M = w.report_basis(l)
+def test_paper_convention_conversion(l):
+    M = w.paper_basis(l)
     x = torch.randn(30, 3, dtype=torch.float64)
-    assert torch.allclose(w.report_sh(l, x), w.real_sh(l, x) @ M.T, atol=1e-12)
+    assert torch.allclose(w.paper_sh(l, x), w.real_sh(l, x) @ M.T, atol=1e-12)
     assert torch.allclose(M @ M.T, torch.eye(2 * l + 1, dtype=torch.float64), atol=1e-12)
     # the report's D (M D Mᵀ) rotates the report's harmonics
     Dr = M @ w.wigner_D(l, R[1]) @ M.T
-    assert torch.allclose(w.report_sh(l, x @ R[1].T), w.report_sh(l, x) @ Dr.T, atol=1e-12)
+    assert torch.allclose(w.paper_sh(l, x @ R[1].T), w.paper_sh(l, x) @ Dr.T, atol=1e-12)
 
 
-def test_report_sh_phase_and_coefficient_conversion():
+def test_paper_sh_phase_and_coefficient_conversion():
     e = torch.eye(3, dtype=torch.float64)  # x, y, z axes
-    y1 = w.report_sh(1, e) / math.sqrt(3 / (4 * math.pi))
+    y1 = w.paper_sh(1, e) / math.sqrt(3 / (4 * math.pi))
     # Y_{1,-1} ∝ −y, Y_{1,0} ∝ z, Y_{1,1} ∝ −x (Condon–Shortley phase)
     assert torch.allclose(y1, torch.tensor([[0.0, 0, -1], [-1, 0, 0], [0, 1, 0]], dtype=torch.float64), atol=1e-12)
     torch.manual_seed(3)
     f = torch.randn(2, w.n_coeffs(2), dtype=torch.float64)
-    fr = w.to_report_coefficients(f, 2)
-    Q = w.random_rotations(6, seed=8)
+    fr = w.to_paper_coefficients(f, 2)
+    Q = torch.as_tensor(haar_matrices(6, 8))
     # same function, evaluated with the report's D^l = M D Mᵀ
     blocks = []
     for l in range(3):
-        M = w.report_basis(l)
+        M = w.paper_basis(l)
         Dr = M @ w.wigner_D(l, Q) @ M.T
         blocks.append(Dr.transpose(-1, -2).reshape(6, -1))
     assert torch.allclose(fr @ torch.cat(blocks, -1).T, w.evaluate(f, 2, Q), atol=1e-12)
-    assert torch.allclose(w.to_report_coefficients(fr, 2, inverse=True), f, atol=1e-12)
+    assert torch.allclose(w.to_paper_coefficients(fr, 2, inverse=True), f, atol=1e-12)

@@ -16,7 +16,7 @@ def __getattr__(name: str):
 
         return getattr(models, name)
     if name == "load_model":
-        from volrot.checkpoint import load_model
+        from volrot.inference.predict import load_model
 
         return load_model
     raise AttributeError(f"module 'volrot' has no attribute {name!r}")

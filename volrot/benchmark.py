@@ -19,10 +19,15 @@ What each figure measures:
   memory of other threads' work in the process counts too; outside glibc the RSS growth is used
   instead (a lower bound: reused memory is not seen).
 - **FLOPs**: `torch.utils.flop_counter.FlopCounterMode` over one inference forward of one batch:
-  convolutions and matrix products (einsum/bmm/mm) only; elementwise work is not counted.
-- **invariance error**: for an arch registered with a symmetry, max over the 24 exact grid
-  rotations (`octahedral()` + `rotate_exact`) of `max|f(g x) − f(x)| / max|f(x)|` on the
-  logits, in eval mode and in the precision of the run (bf16 autocast with `amp=True`). bf16
+  convolutions and matrix products (einsum/bmm/mm) only; elementwise work is not counted. Also
+  per sample: the forward and the backward of a training step (`train_flops`).
+- **saved activations**: bytes of the tensors autograd keeps for backward in one training
+  forward, per sample (`saved_activation_bytes`): the machine- and allocator-independent part of
+  a training step's peak memory.
+- **invariance error**: for an arch that declares a symmetry, max over the elements of its
+  declared cube subgroup (`volrot.so3.check.invariance_error`: the 24 rotations for O/SO(3),
+  48 for Oh/O(3), 8 for D4, ...) of `max|f(g x) − f(x)| / max|f(x)|` on the logits, in eval
+  mode and in the precision of the run (bf16 autocast with `amp=True`). bf16
   logits have a relative resolution of 2⁻⁸ ≈ 4e-3, so under autocast the figure is either 0
   (the rotated logits round to the same bf16 numbers) or at least about 4e-3.
 
@@ -32,7 +37,6 @@ older source tree of volrot can load it by file path (see `benchmarks/bench_equi
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import gc
 import json
@@ -48,6 +52,8 @@ from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
+
+from volrot.device import autocast
 
 SCHEMA = "volrot-benchmark/1"
 REFERENCE_ARCH = "resnet3d"
@@ -182,10 +188,8 @@ def peak_memory(fn: Callable[[], Any], *, device: torch.device | str = "cpu") ->
 
 
 def autocast_context(device: torch.device, amp: bool):
-    """bf16 autocast on the run's device when `amp`, else a no-op context."""
-    if not amp:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    """bf16 autocast on the run's device (CPU included) when `amp`, else a no-op context."""
+    return autocast(device, amp, cpu=True)
 
 
 def forward_flops(model: torch.nn.Module, x: torch.Tensor, *, amp: bool = False) -> int:
@@ -198,17 +202,53 @@ def forward_flops(model: torch.nn.Module, x: torch.Tensor, *, amp: bool = False)
     return int(counter.get_total_flops())
 
 
-def invariance_error(model: torch.nn.Module, x: torch.Tensor, *, amp: bool = False) -> float:
-    """Max relative logit change over the 24 exact grid rotations, eval mode, run precision."""
-    from volrot.so3.sampling import octahedral
-    from volrot.so3.volume import rotate_exact
+def train_flops(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, amp: bool = False) -> dict[str, int]:
+    """FLOPs of one training forward and of its backward (conv + matmul, FlopCounterMode), in
+    train mode: machine-independent cost figures of a training step (the optimiser is not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
 
+    model.train()
+    with FlopCounterMode(display=False) as fwd:
+        with autocast_context(x.device, amp):
+            loss = F.cross_entropy(model(x).float(), y)
+    with FlopCounterMode(display=False) as bwd:
+        loss.backward()
+    model.zero_grad(set_to_none=True)
+    return {"forward": int(fwd.get_total_flops()), "backward": int(bwd.get_total_flops())}
+
+
+def saved_activation_bytes(model: torch.nn.Module, x: torch.Tensor, *, amp: bool = False) -> int:
+    """Bytes of the tensors autograd keeps for the backward pass of one training forward of `x`
+    (distinct storages, parameters excluded): the activation memory a training step must hold,
+    independent of the allocator and the machine."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        st = t.untyped_storage()
+        ptr = st.data_ptr()
+        if ptr not in params and ptr != 0:
+            seen[ptr] = max(seen.get(ptr, 0), st.nbytes())
+        return t
+
+    model.train()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast_context(x.device, amp):
+        out = model(x)
+    del out
+    model.zero_grad(set_to_none=True)
+    return int(sum(seen.values()))
+
+
+def invariance_error(model: torch.nn.Module, x: torch.Tensor, *, amp: bool = False, elements=None) -> float:
+    """Max relative logit change over `elements` (default: the model's declared group), eval
+    mode, run precision (`volrot.so3.check.invariance_error`)."""
+    from volrot.models.registry import symmetry_of
+    from volrot.so3.check import invariance_error as check_invariance
+
+    elements = symmetry_of(model).group.elements if elements is None else elements
     model.eval()
     with torch.inference_mode(), autocast_context(x.device, amp):
-        ref = model(x).float()
-        scale = ref.abs().max().clamp_min(torch.finfo(torch.float32).tiny)
-        errs = [float((model(rotate_exact(x, g)).float() - ref).abs().max() / scale) for g in octahedral()]
-    return max(errs)
+        return check_invariance(model, x, elements)
 
 
 def make_steps(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, amp: bool):
@@ -243,9 +283,12 @@ def measure_model(
     amp: bool = False,
     invariance_samples: int = 2,
     seed: int = 0,
+    compile: bool = False,
 ) -> dict[str, Any]:
-    """Build `arch` with `options` and measure it (inference, training step, memory, FLOPs)."""
-    from volrot.models.registry import count_parameters, create_model, get_entry
+    """Build `arch` with `options` and measure it (inference, training step, memory, FLOPs).
+    With `compile`, inference and training step are timed on `torch.compile(model)` (the
+    compilation happens in the warm-up calls); FLOPs and invariance on the eager model."""
+    from volrot.models.registry import count_parameters, create_model, symmetry_of
 
     device = torch.device(device)
     torch.manual_seed(seed)
@@ -253,16 +296,22 @@ def measure_model(
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, 1, size, size, size, generator=gen).to(device)
     y = torch.randint(0, num_classes, (batch,), generator=gen).to(device)
-    infer, train_step = make_steps(model, x, y, amp=amp)
-    symmetry = get_entry(arch).symmetry
+    infer, train_step = make_steps(torch.compile(model) if compile else model, x, y, amp=amp)
+    symmetry = symmetry_of(model)
     result: dict[str, Any] = {
         "arch": arch,
         "config": dict(getattr(model, "volrot_config", options)),
-        "symmetry": symmetry,
+        "symmetry": symmetry.describe(),
+        "invariance_group_order": symmetry.group.order,
         "parameters": count_parameters(model),
+        "compiled": bool(compile),
         "flops_forward_per_batch": forward_flops(model, x, amp=amp),
     }
     result["flops_forward_per_sample"] = result["flops_forward_per_batch"] / batch
+    step_flops = train_flops(model, x, y, amp=amp)
+    result["flops_train_forward_per_sample"] = step_flops["forward"] / batch
+    result["flops_backward_per_sample"] = step_flops["backward"] / batch
+    result["saved_activation_bytes_per_sample"] = saved_activation_bytes(model, x, amp=amp) / batch
     model.eval()
     infer()  # first call outside the memory figure (lazy buffers, kernel selection)
     result["inference_memory"] = peak_memory(infer, device=device)
@@ -271,7 +320,7 @@ def measure_model(
     train_step()  # creates the Adam state, so the memory figure is of a steady-state step
     result["train_memory"] = peak_memory(train_step, device=device)
     result["train_step_s"] = time_calls(train_step, device=device, repeats=repeats, warmup=warmup).to_dict()
-    if symmetry != "none" and invariance_samples > 0:
+    if not symmetry.trivial and invariance_samples > 0:
         xs = x[:invariance_samples]
         result["invariance_error"] = invariance_error(model, xs, amp=amp)
         result["invariance_samples"] = int(xs.shape[0])
@@ -355,6 +404,7 @@ def run_benchmark(
     reference_width: int | None = None,
     invariance_samples: int = 2,
     num_classes: int = 2,
+    compile: bool = False,
 ) -> dict[str, Any]:
     """Measure `arch` and `resnet3d` in this process; the JSON-ready report with their ratios."""
     dev = torch.device(device)
@@ -363,7 +413,7 @@ def run_benchmark(
 
         raise UserError("--device cuda asked for, but torch sees no CUDA device")
     common = dict(device=dev, batch=batch, size=size, num_classes=num_classes, repeats=repeats,
-                  warmup=warmup, amp=amp, invariance_samples=invariance_samples)
+                  warmup=warmup, amp=amp, invariance_samples=invariance_samples, compile=compile)
     started = time.time()
     load_start = _load_average()
     model = measure_model(arch, dict(options or {}), **common)
@@ -374,6 +424,7 @@ def run_benchmark(
         "device": device_info(dev),
         "load_average_1min": {"start": load_start, "end": _load_average()},
         "precision": "bf16 autocast" if amp else "fp32",
+        "compiled": bool(compile),
         "batch": batch,
         "size": size,
         "input_shape": [batch, 1, size, size, size],
@@ -393,6 +444,8 @@ def default_result_path(report: dict[str, Any], directory: str | Path = "benchma
         parts.append(f"{m['config']['blocks']}blk")
     if report["precision"] != "fp32":
         parts.append("bf16")
+    if report.get("compiled"):
+        parts.append("compiled")
     return Path(directory) / ("_".join(parts) + ".json")
 
 
@@ -434,8 +487,12 @@ def _row(r: dict[str, Any], m: dict[str, Any], ratio: dict[str, Any] | None) -> 
         t = m[key]
         cell = f"{_fmt_s(t['median'])} ({_fmt_s(t['min'])}–{_fmt_s(t['max'])})"
         times.append(cell + (f", {ratio[key]:.2f}×" if ratio else ""))
-    return (f"| {hw} | {_describe(m)}{'' if ratio else ' (reference)'} | {r['precision']} | {r['batch']}, {r['size']}³ "
-            f"| {m['parameters']:,} | {m['flops_forward_per_sample'] / 1e9:.2f} | {times[0]} | {times[1]} "
+    precision = r["precision"] + (", compiled" if r.get("compiled") else "")
+    bwd = m.get("flops_backward_per_sample")
+    saved = m.get("saved_activation_bytes_per_sample")
+    return (f"| {hw} | {_describe(m)}{'' if ratio else ' (reference)'} | {precision} | {r['batch']}, {r['size']}³ "
+            f"| {m['parameters']:,} | {m['flops_forward_per_sample'] / 1e9:.2f} / {'–' if bwd is None else f'{bwd / 1e9:.2f}'} "
+            f"| {_fmt_bytes(saved)} | {times[0]} | {times[1]} "
             f"| {_fmt_bytes(m['inference_memory']['peak_bytes'])} / {_fmt_bytes(m['train_memory']['peak_bytes'])} "
             f"| {'–' if inv is None else f'{inv:.1e}'} |")
 
@@ -443,7 +500,7 @@ def _row(r: dict[str, Any], m: dict[str, Any], ratio: dict[str, Any] | None) -> 
 def render_table(reports: list[dict[str, Any]]) -> str:
     """A markdown table: per report, the model's row (times with their ratio to the reference)
     and then its resnet3d reference's row, measured in the same process."""
-    head = ("| hardware | model | precision | batch, size | params | GFLOP fwd / sample "
+    head = ("| hardware | model | precision | batch, size | params | GFLOP fwd / bwd per sample | saved activations / sample "
             "| inference / batch: median (min–max), × resnet3d | train / step: median (min–max), × resnet3d "
             "| peak memory infer / train | invariance error |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]

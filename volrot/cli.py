@@ -10,6 +10,7 @@ import functools
 from pathlib import Path
 from typing import List, Optional
 
+import rich.markup
 import typer
 from rich.console import Console
 
@@ -44,13 +45,24 @@ def user_errors(fn):
         except UserError as e:
             if _state["debug"]:
                 raise
-            err_console.print(f"[bold red]error:[/] {e}", markup=True)
+            if not _quiet_rank():  # under torchrun, rank 0 alone prints (every rank exits 2)
+                # the message is text, not markup: "[1, 16, 16]" or "[/tmp/x]" must print as written
+                err_console.print(f"[bold red]error:[/] {rich.markup.escape(str(e))}", markup=True)
             raise typer.Exit(code=UserError.exit_code) from None
         except KeyboardInterrupt:
             err_console.print("interrupted")
             raise typer.Exit(code=130) from None
 
     return wrapper
+
+
+def _quiet_rank() -> bool:
+    import os
+
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1")) > 1 and int(os.environ.get("RANK", "0")) != 0
+    except ValueError:
+        return False
 
 
 def _version(value: bool):
@@ -133,12 +145,12 @@ def models():
 
     table = Table(title="volrot architectures")
     table.add_column("arch", style="bold")
-    table.add_column("symmetry")
+    table.add_column("symmetry (defaults)")
     table.add_column("options (defaults)")
     table.add_column("description")
     for n in list_models():
         e = get_entry(n)
-        table.add_row(n, e.symmetry, ", ".join(f"{k}={v}" for k, v in e.defaults.items()), e.description)
+        table.add_row(n, e.symmetry_of().describe(), ", ".join(f"{k}={v}" for k, v in e.defaults.items()), e.description)
     console.print(table)
 
 
@@ -174,7 +186,7 @@ def eval_rotated(
 
     Writes report.json, report.csv and report.png and prints a summary table.
     """
-    from volrot.engine.rotated import evaluate_checkpoint
+    from volrot.engine.eval_rotated import evaluate_checkpoint
     from volrot.engine.rotated_report import print_report
 
     report, paths = evaluate_checkpoint(
@@ -205,7 +217,7 @@ def export(
     tolerance: float = typer.Option(1e-4, help="Largest accepted max|Δlogit| / max|logit|."),
 ):
     """Export a checkpoint to ONNX / TorchScript / torch.export with metadata, verified against the eager model."""
-    from volrot.export import export_checkpoint
+    from volrot.artifacts.export import export_checkpoint
 
     report = export_checkpoint(checkpoint, format, out, exporter=exporter, samples=sample, tolerance=tolerance)
     from rich.table import Table
@@ -245,7 +257,7 @@ def predict(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
     """Predict classes of NIfTI files or DICOM series folders; bad inputs become error rows (exit 2 at the end)."""
-    from volrot.predict import predict_files
+    from volrot.inference.predict import predict_files
 
     report = predict_files(
         model, inputs, out=out, tta=tta, batch_size=batch_size, device=device, progress=not quiet, console=err_console
@@ -267,7 +279,7 @@ def predict(
     console.print(summary, highlight=False)
     if n_err:
         for r in report.errors:
-            err_console.print(f"[bold red]error:[/] {r['error']}", markup=True)
+            err_console.print(f"[bold red]error:[/] {rich.markup.escape(str(r['error']))}", markup=True)
         raise typer.Exit(code=UserError.exit_code)
 
 

@@ -7,14 +7,18 @@ A recipe has four sections; every `volrot train` flag maps onto one key::
     optim:  {name: adam, lr: 0.001, weight_decay: 0, ...}         --lr
     train:  {epochs, batch_size, seed, device, augment, amp, out}  --epochs --batch-size ...
 
-Unknown keys are a `UserError` naming the key (exit 2). Arch options are validated against the
-registry when the model is built (and once more here, up front, by `validate_model_options`).
+Unknown keys are a `UserError` naming the key (exit 2), and so are values out of range
+(`check_values`: non-finite or non-positive learning rate, negative workers, list elements that
+are not numbers, `data.max_samples: 0`, a `train.name` that is a path...). Arch options are
+validated against the registry when the model is built (and once more here, up front, by
+`validate_model_options`).
 The effective recipe is written into the run folder as `recipe.yaml`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +71,7 @@ class TrainConfig:
     num_workers: int = 0
     out: str = "runs"
     name: str | None = None  # run folder name; default <arch>-<data>-<timestamp>
+    ddp_timeout_s: float = 600.0  # torchrun: a collective waiting longer than this ends the run
 
 
 @dataclass
@@ -103,6 +108,8 @@ def _coerce(section: str, key: str, value: Any, typ: Any) -> Any:
         raise UserError(f"recipe key '{section}.{key}' must be an integer, got {value!r}")
     if t.startswith("float"):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(float(value)):
+                raise UserError(f"recipe key '{section}.{key}' must be a finite number, got {value!r}")
             return float(value)
         raise UserError(f"recipe key '{section}.{key}' must be a number, got {value!r}")
     if t.startswith("bool"):
@@ -114,9 +121,12 @@ def _coerce(section: str, key: str, value: Any, typ: Any) -> Any:
             return str(value)
         raise UserError(f"recipe key '{section}.{key}' must be a string, got {value!r}")
     if t.startswith("list"):
-        if isinstance(value, (list, tuple)):
-            return [float(v) for v in value]
-        raise UserError(f"recipe key '{section}.{key}' must be a list, got {value!r}")
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"recipe key '{section}.{key}' must be a list, got {value!r}")
+        for v in value:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)):
+                raise UserError(f"recipe key '{section}.{key}' must be a list of finite numbers, got {list(value)!r}")
+        return [float(v) for v in value]
     if t.startswith("dict"):
         if isinstance(value, dict):
             return dict(value)
@@ -149,7 +159,50 @@ def recipe_from_dict(raw: dict[str, Any] | None, source: str = "recipe") -> Reci
             if key not in fields:
                 raise UserError(f"{source}: unknown recipe key '{section}.{key}'")
             setattr(target, key, _coerce(section, key, value, fields[key].type))
+    check_values(recipe, source)
     return recipe
+
+
+MAX_RUN_NAME_CHARS = 128
+
+
+def check_run_name(name: str, what: str = "train.name") -> str:
+    """A run name is one folder name: no path separators, not `.`/`..`, no control characters
+    (NUL included), at most `MAX_RUN_NAME_CHARS` characters (and 255 bytes as UTF-8)."""
+    shown = name if len(name) <= 40 else name[:37] + "..."
+    if not name.strip():
+        raise UserError(f"{what} must not be empty")
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise UserError(f"{what} {shown!r} holds a control character; a run name is a plain folder name")
+    if "/" in name or "\\" in name or name in (".", ".."):
+        raise UserError(f"{what} {shown!r} is a path; a run name is one folder name (the folder goes under --out)")
+    if len(name) > MAX_RUN_NAME_CHARS or len(name.encode("utf-8")) > 255:
+        raise UserError(f"{what} is {len(name)} characters long; at most {MAX_RUN_NAME_CHARS} are allowed")
+    return name
+
+
+def _need(ok: bool, source: str, key: str, rule: str, value: Any) -> None:
+    if not ok:
+        where = "" if source == "recipe" else f"{source}: "
+        raise UserError(f"{where}recipe key '{key}' must be {rule}, got {value!r}")
+
+
+def check_values(recipe: Recipe, source: str = "recipe") -> None:
+    """Ranges of the recipe's values (types were checked by `_coerce`); `UserError` naming the key."""
+    d, o, t = recipe.data, recipe.optim, recipe.train
+    _need(o.lr > 0, source, "optim.lr", "a positive number", o.lr)
+    _need(o.weight_decay >= 0, source, "optim.weight_decay", "zero or positive", o.weight_decay)
+    _need(o.momentum >= 0, source, "optim.momentum", "zero or positive", o.momentum)
+    _need(o.gamma > 0, source, "optim.gamma", "a positive number", o.gamma)
+    _need(all(0 <= f <= 1 for f in o.milestones), source, "optim.milestones", "fractions of the epochs in [0, 1]", o.milestones)
+    _need(t.epochs >= 1, source, "train.epochs", "at least 1", t.epochs)
+    _need(t.batch_size >= 1, source, "train.batch_size", "at least 1", t.batch_size)
+    _need(t.num_workers >= 0, source, "train.num_workers", "0 or more", t.num_workers)
+    _need(t.ddp_timeout_s > 0, source, "train.ddp_timeout_s", "a positive number of seconds", t.ddp_timeout_s)
+    _need(d.size >= 2, source, "data.size", "at least 2", d.size)
+    _need(d.max_samples is None or d.max_samples >= 1, source, "data.max_samples", "at least 1 (or null for all)", d.max_samples)
+    if t.name is not None:
+        check_run_name(t.name)
 
 
 def shipped_recipes() -> list[str]:
@@ -213,6 +266,17 @@ def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def canonical_name(name: str) -> str:
+    """Short dataset name used for recipe lookup: 'nodulemnist3d' -> 'nodule', 'nifti:x' -> 'nifti'."""
+    n = name.strip()
+    low = n.lower()
+    if low.startswith(("nifti:", "dicom:")):
+        return low.split(":", 1)[0]
+    if low.endswith("mnist3d"):
+        return low[: -len("mnist3d")]
+    return low
+
+
 def find_recipe(arch: str, dataset: str) -> Path | None:
     """The shipped recipe for an (arch, dataset) pair, e.g. volrot/recipes/equilopo_nodule.yaml."""
     p = REPO_RECIPES / f"{arch}_{dataset}.yaml"
@@ -266,8 +330,6 @@ def build_recipe(
     for assignment in sets or []:
         apply_override(user, assignment)
     probe = recipe_from_dict(user, source=str(recipe_file or "recipe"))
-    from volrot.data import canonical_name
-
     pair = find_recipe(probe.model.arch, canonical_name(probe.data.name))
     raw = merge(load_recipe_file(pair), user) if pair else user
     return recipe_from_dict(raw, source=str(recipe_file or pair or "recipe"))

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from volrot.config import DataConfig
+from volrot.config import canonical_name
 from volrot.errors import UserError
 
 if TYPE_CHECKING:
+    from volrot.config import DataConfig
     from volrot.data.base import ArrayDataset, DataBundle
 
 
@@ -30,17 +31,6 @@ def __getattr__(name: str):
 __all__ = ["ArrayDataset", "DataBundle", "load_data", "canonical_name"]
 
 SYNTHETIC_NAMES = ("shapes",)
-
-
-def canonical_name(name: str) -> str:
-    """Short name used for recipe lookup: 'nodulemnist3d' -> 'nodule', 'nifti:x' -> 'nifti'."""
-    n = name.strip()
-    low = n.lower()
-    if low.startswith(("nifti:", "dicom:")):
-        return low.split(":", 1)[0]
-    if low.endswith("mnist3d"):
-        return low[: -len("mnist3d")]
-    return low
 
 
 def load_data(cfg: DataConfig) -> DataBundle:

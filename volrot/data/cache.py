@@ -13,7 +13,6 @@ the series folder, in name order). It is computed once per process per file and 
 from __future__ import annotations
 
 import hashlib
-import os
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -90,12 +89,14 @@ def cached_preprocess(
             array = None
     if array is None:
         array = preprocess_file(p, spec, center=center, series_uid=series_uid)
-        if file is not None:
-            file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
-            with open(tmp, "wb") as fh:
-                np.save(fh, array, allow_pickle=False)
-            os.replace(tmp, file)
+        if file is not None:  # atomic: a full disk leaves neither a partial entry nor a temporary file
+            from volrot.fileio import atomic_write
+
+            def save(tmp: str) -> None:
+                with open(tmp, "wb") as fh:
+                    np.save(fh, array, allow_pickle=False)
+
+            atomic_write(file, save)
     array.setflags(write=False)
     _MEMORY[key] = array
     return array

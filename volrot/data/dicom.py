@@ -7,8 +7,9 @@ have RescaleSlope/RescaleIntercept applied (CT comes back in HU).
 A series folder must hold one series and nothing else (hidden files such as `.DS_Store` are
 ignored). When it holds several series, pass `series_uid` to pick one; without it the folder is
 refused as an ambiguous mix. Before the voxels are read, every slice header is checked: same
-rows/columns and orientation, distinct positions, even spacing, and the voxel count against
-`max_voxels`.
+rows/columns and orientation, distinct positions, even spacing, the voxel count against
+`max_voxels` and the voxel data (read as float32, 4 bytes a voxel) against `max_bytes`. The
+series is decoded straight to float32, so reading it holds at most twice that in memory.
 
 SimpleITK works in LPS+ world coordinates; the returned affine is RAS+
 (`diag(-1, -1, 1) @ LPS`). Array axes are (column, row, slice) = SimpleITK's (x, y, z).
@@ -20,7 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
-from volrot.data.image import DEFAULT_MAX_VOXELS, Image, check_affine, check_finite, check_header_shape
+from volrot.data.image import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_VOXELS,
+    Image,
+    check_affine,
+    check_finite,
+    check_header_bytes,
+    check_header_shape,
+)
 from volrot.errors import UserError
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -78,7 +87,7 @@ def series_files(folder: str | Path, series_uid: str | None = None) -> tuple[str
     return uids[0], by_uid[uids[0]]
 
 
-def _check_slices(src: str, files: list[str], max_voxels: int) -> None:
+def _check_slices(src: str, files: list[str], max_voxels: int, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
     """Header-only checks of every slice (nothing but headers is read here)."""
     import SimpleITK as sitk
 
@@ -90,6 +99,8 @@ def _check_slices(src: str, files: list[str], max_voxels: int) -> None:
             r.ReadImageInformation()
         except RuntimeError:
             raise UserError(f"{name}: truncated or corrupt DICOM header (series {src})") from None
+        if r.GetNumberOfComponents() != 1:
+            raise UserError(f"{src}: {r.GetNumberOfComponents()} values per voxel (colour?); need one")
         sizes.append(tuple(r.GetSize()))
         dirs.append(np.array(r.GetDirection(), dtype=np.float64))
         origins.append(np.array(r.GetOrigin(), dtype=np.float64))
@@ -100,6 +111,7 @@ def _check_slices(src: str, files: list[str], max_voxels: int) -> None:
         raise UserError(f"{src}: slices with different orientations; the series is a mix")
     depth = sum(int(s[2]) if len(s) > 2 else 1 for s in sizes)
     check_header_shape(src, (sizes[0][0], sizes[0][1], depth), max_voxels)
+    check_header_bytes(src, (sizes[0][0], sizes[0][1], depth), 4, "float32", max_bytes)
     if len(files) < 2:
         return
     d = dirs[0]
@@ -115,15 +127,19 @@ def _check_slices(src: str, files: list[str], max_voxels: int) -> None:
 
 
 def read_dicom_series(
-    folder: str | Path, series_uid: str | None = None, max_voxels: int = DEFAULT_MAX_VOXELS
+    folder: str | Path,
+    series_uid: str | None = None,
+    max_voxels: int = DEFAULT_MAX_VOXELS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> Image:
     import SimpleITK as sitk
 
     src = str(folder)
     _, files = series_files(folder, series_uid)
-    _check_slices(src, files, max_voxels)
+    _check_slices(src, files, max_voxels, max_bytes)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
+    reader.SetOutputPixelType(sitk.sitkFloat32)  # 4 bytes a voxel, whatever the rescale slope
     try:
         img = reader.Execute()
     except RuntimeError as e:
@@ -132,10 +148,11 @@ def read_dicom_series(
     if img.GetNumberOfComponentsPerPixel() != 1:
         raise UserError(f"{src}: {img.GetNumberOfComponentsPerPixel()} values per voxel (colour?); need one")
     check_header_shape(src, tuple(img.GetSize()), max_voxels)
-    array = sitk.GetArrayFromImage(img).astype(np.float32, copy=False).transpose(2, 1, 0)
+    array = np.empty(tuple(img.GetSize()), dtype=np.float32)
+    array[...] = sitk.GetArrayViewFromImage(img).transpose(2, 1, 0)  # one copy, in (x, y, z) order
     check_finite(src, array)
     lps = np.eye(4)
     lps[:3, :3] = np.array(img.GetDirection(), dtype=np.float64).reshape(3, 3) @ np.diag(img.GetSpacing())
     lps[:3, 3] = img.GetOrigin()
     affine = check_affine(src, LPS_TO_RAS @ lps)
-    return Image(np.ascontiguousarray(array), affine)
+    return Image(array, affine)

@@ -5,8 +5,13 @@
 +z Superior), the NIfTI convention. DICOM (LPS+) readers convert to RAS before building an `Image`.
 
 The checks raise `UserError` with one line naming the file and the problem:
-`check_header_shape` runs on the header only (before any voxel memory is allocated), and
-`check_finite` on the voxels once read.
+`check_header_shape` and `check_header_bytes` run on the header only (before any voxel memory
+is allocated or any voxel byte decompressed), and `check_finite` on the voxels once read.
+
+Limits on one input (documented in docs/data.md, "Limits"): at most `max_voxels` voxels
+(default 2**28) and at most `max_bytes` bytes of voxel data as stored (default 1 GiB; shape ×
+the header's data type size, e.g. 640³ float64 = 2.1 GB is refused). Reading an accepted input
+then holds at most the stored voxel data plus its float32 copy in memory.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import numpy as np
 from volrot.errors import UserError
 
 DEFAULT_MAX_VOXELS = 2**28  # 268M voxels, about 1 GiB as float32
+DEFAULT_MAX_BYTES = 2**30  # 1 GiB of voxel data as stored in the file (shape × data type size)
 
 
 class Image(NamedTuple):
@@ -60,6 +66,29 @@ def check_header_shape(source: str, shape: tuple[int, ...], max_voxels: int) -> 
             f"{max_voxels:.3g} (raise data.preprocess.max_voxels if this size is real)"
         )
     return shape[0], shape[1], shape[2]
+
+
+def _fmt_bytes(n: int) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{n} bytes"
+
+
+def check_header_bytes(source: str, shape: tuple[int, ...], itemsize: int, dtype_name: str, max_bytes: int) -> int:
+    """Refuse a header whose voxel data (shape × `itemsize`) exceeds `max_bytes`; return the byte count.
+
+    Runs on the header alone, before anything is decompressed or allocated."""
+    n = int(np.prod([int(s) for s in shape], dtype=object)) * int(itemsize)
+    if n > max_bytes:
+        have, limit = _fmt_bytes(n), _fmt_bytes(max_bytes)
+        if have == limit:  # too close to tell apart when rounded
+            have, limit = f"{n} bytes", f"{max_bytes} bytes"
+        raise UserError(
+            f"{source}: header claims {_fmt_shape(shape)} {dtype_name} = {have} of voxel data, above the "
+            f"limit of {limit} per input (raise data.preprocess.max_bytes if this size is real)"
+        )
+    return n
 
 
 def check_finite(source: str, array: np.ndarray) -> None:

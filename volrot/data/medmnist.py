@@ -33,6 +33,8 @@ from volrot.config import DataConfig
 from volrot.data.base import ArrayDataset, DataBundle
 from volrot.errors import UserError
 
+SCALE = 1.0 / 255.0  # uint8 voxels -> [0, 1], in training and (recorded in the card) in predict
+
 SHORT_NAMES = ("organ", "nodule", "adrenal", "fracture", "vessel", "synapse")
 FLAGS = tuple(f"{n}mnist3d" for n in SHORT_NAMES)
 SIZES = (28, 64)
@@ -175,7 +177,7 @@ def load_medmnist(cfg: DataConfig) -> DataBundle:
         images, labels = _open_split(cls, flag, split, file, cfg.size, info)
         if cfg.max_samples is not None:
             images, labels = images[: cfg.max_samples], labels[: cfg.max_samples]
-        splits[split] = ArrayDataset(images, labels, scale=1.0 / 255.0)
+        splits[split] = ArrayDataset(images, labels, scale=SCALE)
 
     names = [info["label"][k] for k in sorted(info["label"], key=int)]
     return DataBundle(
@@ -192,6 +194,8 @@ def load_medmnist(cfg: DataConfig) -> DataBundle:
             "flag": flag,
             "size": cfg.size,
             "intensity": "uint8 / 255 -> [0, 1]",
+            "scale": SCALE,  # executable: predict maps file voxels by value * scale + offset
+            "offset": 0.0,
             "shape_transform": False,
         },
         info={

@@ -42,7 +42,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from volrot.data.image import DEFAULT_MAX_VOXELS, Image
+from volrot.data.image import DEFAULT_MAX_BYTES, DEFAULT_MAX_VOXELS, Image
 from volrot.errors import UserError
 
 INTENSITY_MODES = ("ct", "mr", "none")
@@ -61,6 +61,7 @@ class PreprocessSpec:
     antialias: bool = True
     center_space: str = "world"  # how given centres are read: world (RAS mm) | voxel (i,j,k)
     max_voxels: int = DEFAULT_MAX_VOXELS  # refuse larger images (read from the header)
+    max_bytes: int = DEFAULT_MAX_BYTES  # refuse more voxel data as stored (shape × data type size)
 
     def __post_init__(self) -> None:
         if len(self.size) != 3 or any(int(s) < 2 for s in self.size):
@@ -81,6 +82,8 @@ class PreprocessSpec:
             raise UserError(f"data.preprocess.center_space must be world or voxel, got {self.center_space!r}")
         if self.max_voxels < 1:
             raise UserError(f"data.preprocess.max_voxels must be positive, got {self.max_voxels}")
+        if self.max_bytes < 1:
+            raise UserError(f"data.preprocess.max_bytes must be positive, got {self.max_bytes}")
 
     # --- (de)serialisation -------------------------------------------------------------------
 
@@ -111,9 +114,10 @@ class PreprocessSpec:
         return cls(**kw)
 
     def key(self) -> str:
-        """Hash of everything that changes the output (not `max_voxels`): part of cache keys."""
+        """Hash of everything that changes the output (not the limits): part of cache keys."""
         d = self.to_dict()
         d.pop("max_voxels")
+        d.pop("max_bytes")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -144,7 +148,7 @@ def _coerce(where: str, key: str, value: Any) -> Any:
         if not isinstance(value, (list, tuple)) or len(value) != 2:
             raise UserError(f"{where}.{key} must be a list [low, high], got {value!r}")
         return tuple(_num(where, key, v, float) for v in value)
-    if key in ("order", "max_voxels"):
+    if key in ("order", "max_voxels", "max_bytes"):
         return _num(where, key, value, int)
     if key == "antialias":
         if not isinstance(value, bool):
@@ -168,16 +172,24 @@ def spec_from_options(options: dict[str, Any] | None, size: int) -> PreprocessSp
 # --- pipeline ------------------------------------------------------------------------------
 
 
-def load_volume(path: str | Path, max_voxels: int = DEFAULT_MAX_VOXELS, series_uid: str | None = None) -> Image:
-    """Read a NIfTI file or a DICOM series folder: `Image(array (I,J,K) float32, affine RAS mm)`."""
+def load_volume(
+    path: str | Path,
+    max_voxels: int = DEFAULT_MAX_VOXELS,
+    series_uid: str | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> Image:
+    """Read a NIfTI file or a DICOM series folder: `Image(array (I,J,K) float32, affine RAS mm)`.
+
+    Both readers judge the input by its header(s) against `max_voxels` and `max_bytes` before
+    any voxel is decompressed (see `volrot.data.image`)."""
     p = Path(path)
     if p.is_dir():
         from volrot.data.dicom import read_dicom_series
 
-        return read_dicom_series(p, series_uid=series_uid, max_voxels=max_voxels)
+        return read_dicom_series(p, series_uid=series_uid, max_voxels=max_voxels, max_bytes=max_bytes)
     from volrot.data.nifti import read_nifti
 
-    return read_nifti(p, max_voxels=max_voxels)
+    return read_nifti(p, max_voxels=max_voxels, max_bytes=max_bytes)
 
 
 def intensity_window(array: np.ndarray, spec: PreprocessSpec) -> tuple[float, float] | None:
@@ -279,5 +291,5 @@ def preprocess_file(
     series_uid: str | None = None,
 ) -> np.ndarray:
     """The entry point shared by training and `predict`: file/series -> float32 `(1, D, H, W)`."""
-    image = load_volume(path, max_voxels=spec.max_voxels, series_uid=series_uid)
+    image = load_volume(path, max_voxels=spec.max_voxels, series_uid=series_uid, max_bytes=spec.max_bytes)
     return preprocess(image, spec, center)

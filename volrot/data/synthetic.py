@@ -98,7 +98,7 @@ def load_shapes(cfg: DataConfig) -> DataBundle:
         in_channels=1,
         input_size=(size, size, size),
         task="multi-class",
-        preprocessing={"source": "generated", "size": size, "seed": cfg.split_seed, "intensity": "none"},
+        preprocessing={"source": "generated", "size": size, "seed": cfg.split_seed, "intensity": "none", "scale": 1.0, "offset": 0.0},
         info={"generator": "volrot.data.synthetic", "pieces": {k: [list(c) for c in v] for k, v in PIECES.items()}},
         **splits,
     )

@@ -12,28 +12,21 @@ reproducible and resumable.
 
 from __future__ import annotations
 
-import functools
-
 import torch
-from scipy.spatial.transform import Rotation
 
 from volrot.errors import UserError
-from volrot.so3.sampling import octahedral
+from volrot.so3.groups import cube_group
+from volrot.so3.sampling import haar_matrices
 from volrot.so3.volume import rotate_exact, rotate_trilinear_each
 
 AUGMENTATIONS = ("none", "so3", "octahedral")
 
 
-def random_rotation_matrices(n: int) -> torch.Tensor:
-    """(n, 3, 3) Haar-uniform rotations: normalised Gaussian quaternions drawn from torch's
-    generator (so the trainer's per-epoch seeding governs them), converted by scipy."""
-    q = torch.randn(n, 4, dtype=torch.float64)
-    return torch.from_numpy(Rotation.from_quat(q.numpy()).as_matrix()).float()
-
-
-@functools.lru_cache(maxsize=1)
-def _rotation_group() -> tuple:
-    return tuple(octahedral())
+def _haar_batch(n: int) -> torch.Tensor:
+    """(n, 3, 3) Haar-uniform rotations (`volrot.so3.sampling.haar_matrices`), seeded from torch's
+    generator, so the trainer's per-epoch seeding governs them."""
+    seed = int(torch.randint(0, 2**62, (1,)))
+    return torch.from_numpy(haar_matrices(n, seed)).float()
 
 
 def check_augment(name: str) -> str:
@@ -47,9 +40,9 @@ def augment_batch(x: torch.Tensor, name: str) -> torch.Tensor:
     if name == "none":
         return x
     if name == "octahedral":
-        group = _rotation_group()
+        group = cube_group("O")
         picks = torch.randint(len(group), (x.shape[0],)).tolist()
         return torch.stack([rotate_exact(v, group[k]) for v, k in zip(x, picks)])
     if name == "so3":
-        return rotate_trilinear_each(x, random_rotation_matrices(x.shape[0]))
+        return rotate_trilinear_each(x, _haar_batch(x.shape[0]))
     raise UserError(f"unknown augmentation '{name}'")

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 
 import numpy as np
+from scipy.special import softmax
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
+from volrot.device import autocast
 from volrot.engine.distributed import DistContext
 from volrot.engine.metrics import compute_metrics
-
-
-def autocast_for(device: torch.device, amp: bool):
-    """bf16 autocast on CUDA when `amp`; nothing on CPU (CPU runs stay exact and deterministic)."""
-    if amp and device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return nullcontext()
 
 
 @torch.no_grad()
@@ -44,7 +38,7 @@ def predict_logits(
     model.eval()
     labels, logits = [], []
     for x, y in loader:
-        with autocast_for(device, amp):
+        with autocast(device, amp):
             out = model(x.to(device, non_blocking=True))
         logits.append(out.float().cpu().numpy())
         labels.append(np.asarray(y).reshape(-1))
@@ -65,16 +59,10 @@ def predict_logits(
     return all_labels, all_logits
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def evaluate(model: nn.Module, dataset: Dataset, task: str, **kw) -> dict[str, float]:
     """ACC, AUC and mean cross-entropy loss of `model` on `dataset`."""
     y, logits = predict_logits(model, dataset, **kw)
-    probs = softmax(logits)
+    probs = softmax(logits, axis=1)
     metrics = compute_metrics(task, y, probs)
     metrics["loss"] = float(-np.mean(np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, None))))
     return metrics

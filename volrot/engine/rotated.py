@@ -24,9 +24,9 @@ The unrotated predictions are computed once; rotations are batched on the model'
 (`batch_size` volumes per forward pass, several rotations of a small batch packed together).
 Axis convention: see `volrot.so3.volume`.
 
-`evaluate_checkpoint(path, ...)` is `volrot eval-rotated`: it loads a checkpoint and the data it
-was trained on (or `data=`), runs `evaluate_rotated` and writes the report files
-(`volrot.engine.rotated_report`).
+`volrot.engine.eval_rotated.evaluate_checkpoint(path, ...)` is `volrot eval-rotated`: it loads
+a checkpoint and the data it was trained on (or `data=`), runs `evaluate_rotated` and writes the
+report files (`volrot.engine.rotated_report`).
 """
 
 from __future__ import annotations
@@ -34,17 +34,19 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
+from scipy.special import softmax
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from volrot.engine.metrics import compute_metrics
 from volrot.errors import UserError
-from volrot.so3.sampling import RotationSet, axis_sweep, haar, octahedral, octahedral_set, so3_grid
+from volrot.so3.check import relative_error
+from volrot.so3.groups import octahedral
+from volrot.so3.sampling import RotationSet, axis_sweep, haar, octahedral_set, so3_grid
 from volrot.so3.volume import apply_sphere_mask, prepare_volume, rotate_exact_batch, rotate_trilinear
 
 PROTOCOLS = ("octahedral", "axes", "so3-grid", "haar")
@@ -103,13 +105,13 @@ class _Protocol:
     name: str
     rotations: RotationSet
     method: str  # "exact" | "trilinear" | "round-trip"
-    group: list | None = None  # the GridRotations of an exact protocol
+    group: list | None = None  # the cube elements of an exact protocol
     first_index: int = 0  # row index of the first rotation (the control set comes in two parts)
 
 
 def build_protocols(protocols: Sequence[str], *, angles: float, n: int, seed: int) -> list[_Protocol]:
     """The requested rotation sets (in `PROTOCOLS` order) followed by the control set."""
-    names = _check_protocols(protocols)
+    names = check_protocols(protocols)
     if not 3 <= angles <= 180:
         raise UserError(f"--angles must be between 3 and 180 degrees, got {angles}")
     if n < 1:
@@ -137,7 +139,7 @@ def build_protocols(protocols: Sequence[str], *, angles: float, n: int, seed: in
     return out
 
 
-def _check_protocols(protocols: Sequence[str] | str) -> list[str]:
+def check_protocols(protocols: Sequence[str] | str) -> list[str]:
     if isinstance(protocols, str):
         protocols = [protocols]
     names = set()
@@ -239,12 +241,11 @@ def evaluate_rotated(
     elapsed = time.perf_counter() - started
 
     reference = {**_metrics(task, y, ref), "n_samples": int(len(y))}
-    scale = float(np.abs(ref).max())
     rows, summaries = [], {}
     for proto, logits in zip(plan, rot_logits):
         logits = torch.cat(logits, dim=1).double().numpy()  # (R, N, K)
         proto_rows = [
-            _row(proto, i, logits[i], ref, y, task, scale) for i in range(len(proto.rotations))
+            _row(proto, i, logits[i], ref, y, task) for i in range(len(proto.rotations))
         ]
         rows += proto_rows
         if proto.name in summaries:  # the control set has two parts
@@ -271,86 +272,6 @@ def evaluate_rotated(
     return RotatedReport(meta, reference, summaries, rows)
 
 
-def evaluate_checkpoint(
-    checkpoint: str | Path,
-    *,
-    data: str | None = None,
-    root: str | None = None,
-    split: str = "test",
-    protocols: Sequence[str] | str = "all",
-    angles: float = 30.0,
-    n: int = 64,
-    seed: int = 0,
-    mask: str = "sphere",
-    batch_size: int = 32,
-    device: str = "auto",
-    max_samples: int | None = None,
-    out: str | Path | None = None,
-    progress: bool = False,
-) -> tuple[RotatedReport, dict[str, Path]]:
-    """`volrot eval-rotated`: load a checkpoint and its data, evaluate, write the report.
-
-    The data are the checkpoint's recorded data config (`volrot_meta["recipe"]["data"]`) unless
-    `data` (and/or `root`) is given; `split` picks train/val/test. `device="auto"` means CUDA when
-    available. `out` defaults to `<checkpoint folder>/eval-rotated`. Returns the report and the
-    paths of report.json, report.csv and report.png. Everything is checked before any file is
-    written.
-    """
-    from volrot.checkpoint import load_model
-    from volrot.config import recorded_data_config
-    from volrot.data import load_data
-    from volrot.engine.train import resolve_device
-    from volrot.engine.rotated_report import write_report
-
-    path = Path(checkpoint)
-    if split not in ("train", "val", "test"):
-        raise UserError(f"--split must be train, val or test, got '{split}'")
-    _check_protocols(protocols)
-    model = load_model(path)
-    meta = dict(getattr(model, "volrot_meta", None) or {})
-    cfg = recorded_data_config(meta, source=str(path), data=data, root=root)
-    if max_samples is not None:
-        cfg.max_samples = max_samples
-    bundle = load_data(cfg)
-    num_classes = _num_classes(meta)
-    if num_classes is not None and num_classes != bundle.num_classes:
-        raise UserError(
-            f"{path}: the model predicts {num_classes} classes but data '{bundle.name}' has {bundle.num_classes}"
-        )
-    report = evaluate_rotated(
-        model,
-        bundle.split(split),
-        task=bundle.task,
-        protocols=protocols,
-        angles=angles,
-        n=n,
-        seed=seed,
-        mask=mask,
-        device=resolve_device(str(device)),
-        batch_size=batch_size,
-        max_samples=max_samples,
-        progress=progress,
-    )
-    report.meta = {
-        "checkpoint": str(path),
-        "model": meta.get("arch") or (recipe.get("model") or {}).get("arch") or type(model).__name__,
-        "data": bundle.name,
-        "split": split,
-        "class_names": list(bundle.class_names),
-        **report.meta,
-    }
-    paths = write_report(report, Path(out) if out is not None else path.parent / "eval-rotated")
-    return report, paths
-
-
-def _num_classes(meta: dict) -> int | None:
-    k = (meta.get("model_config") or {}).get("num_classes")
-    if k is None:
-        names = meta.get("class_names") or (meta.get("data") or {}).get("class_names")
-        k = len(names) if names else None
-    return k
-
-
 def _check_exact_possible(plan: Iterable[_Protocol], shape: Sequence[int]) -> None:
     d, h, w = shape[-3:]
     if any(p.method == "exact" for p in plan) and not d == h == w:
@@ -365,18 +286,12 @@ def _forward(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return out.float()
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def _metrics(task: str, y: np.ndarray, logits: np.ndarray) -> dict[str, float]:
-    m = compute_metrics(task, y, _softmax(logits))
+    m = compute_metrics(task, y, softmax(logits, axis=1))
     return {"acc": float(m["acc"]), "auc": float(m["auc"])}
 
 
-def _row(proto, i, logits, ref, y, task, scale) -> dict[str, Any]:
+def _row(proto, i, logits, ref, y, task) -> dict[str, Any]:
     lab = proto.rotations.labels[i]
     delta = np.abs(logits - ref)
     rotvec = np.degrees(Rotation.from_matrix(proto.rotations.matrices[i]).as_rotvec())
@@ -396,7 +311,7 @@ def _row(proto, i, logits, ref, y, task, scale) -> dict[str, Any]:
         "consistency": float(np.mean(logits.argmax(1) == ref.argmax(1))),
         "max_abs_dlogit": float(delta.max()),
         "mean_abs_dlogit": float(delta.mean()),
-        "rel_dlogit": float(delta.max() / scale) if scale > 0 else float("nan"),
+        "rel_dlogit": relative_error(logits, ref),  # max|Δlogit| / max|logit(x)| (volrot.so3.check)
     }
 
 

@@ -44,7 +44,7 @@ def write_csv(report: RotatedReport, path: str | Path) -> None:
     ref.update(protocol="reference", index=0, label="unrotated", method="none", angle_deg=0.0,
                rx_deg=0.0, ry_deg=0.0, rz_deg=0.0, acc=report.reference["acc"], auc=report.reference["auc"],
                consistency=1.0, max_abs_dlogit=0.0, mean_abs_dlogit=0.0, rel_dlogit=0.0)  # fmt: skip
-    with open(path, "w", newline="") as fh:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(ROW_FIELDS))
         writer.writeheader()
         for row in [ref, *report.rows]:

@@ -21,7 +21,6 @@ import json
 import math
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +30,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from volrot.checkpoint import atomic_write_text, checkpoint_metadata, read_tensors, save_checkpoint, save_tensors
+from volrot.artifacts.checkpoint import atomic_write_text, checkpoint_metadata, read_tensors, save_checkpoint, save_tensors
 from volrot.config import Recipe, recipe_from_dict, validate_model_options
 from volrot.data import DataBundle, load_data
 from volrot.engine.augment import augment_batch, check_augment
-from volrot.engine.distributed import DistContext, init_from_env, shutdown
-from volrot.engine.evaluate import autocast_for, evaluate
+from volrot.engine.distributed import DistContext, collective_failure, init_from_env, shutdown
+from volrot.engine.run_folder import RunFolder, create_run_folder, os_failure
+from volrot.device import autocast, resolve_device
+from volrot.engine.evaluate import evaluate
 from volrot.engine.metrics import selection_key
 from volrot.errors import UserError
 from volrot.models import count_parameters, create_model
@@ -48,16 +49,6 @@ class TrainResult:
     best_checkpoint: Path
     metrics: dict[str, Any] = field(default_factory=dict)  # {"val": {...}, "test": {...}, "best_epoch": n}
     completed: bool = True
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available on this machine")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise UserError(f"--device must be auto, cpu, cuda or cuda:N, got '{name}'")
-    return torch.device(name)
 
 
 def lr_at(recipe: Recipe, epoch: int) -> float:
@@ -118,20 +109,10 @@ def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
-def _new_run_dir(recipe: Recipe, bundle: DataBundle) -> Path:
-    out = Path(recipe.train.out)
-    if recipe.train.name:
-        run = out / recipe.train.name
-        if run.exists() and any(run.iterdir()):
-            raise UserError(f"run folder {run} already exists and is not empty (use --resume {run} or another --name)")
-        return run
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = f"{recipe.model.arch}-{bundle.name.split(':')[0]}-{stamp}"
-    run, i = out / base, 1
-    while run.exists():
-        i += 1
-        run = out / f"{base}-{i}"
-    return run
+def _new_run_dir(recipe: Recipe, bundle: DataBundle) -> RunFolder:
+    """Create the run folder exclusively: `train.name`, or `<arch>-<data>-<timestamp>[-N]`."""
+    base = f"{recipe.model.arch}-{bundle.name.split(':')[0]}"
+    return create_run_folder(recipe.train.out, recipe.train.name, base)
 
 
 class _Progress:
@@ -216,23 +197,37 @@ def train(
     validate_model_options(recipe)
     check_augment(recipe.train.augment)
     device = resolve_device(recipe.train.device)
-    ctx = init_from_env(device)
+    ctx = init_from_env(device, timeout_s=recipe.train.ddp_timeout_s)
     if ctx.enabled and device.type == "cuda":
         device = torch.device("cuda", ctx.local_rank)
         torch.cuda.set_device(device)
+    claimed: list[RunFolder] = []  # the run folder, once this run has created it
     try:
-        return _train(recipe, device, ctx, resume_state, resume, progress, stop_after_epoch, console)
+        return _train(recipe, device, ctx, resume_state, resume, progress, stop_after_epoch, console, claimed)
+    except OSError as e:
+        failure = os_failure(e, claimed, resume)
+        if failure is None:
+            raise
+        raise failure from None
+    except RuntimeError as e:
+        failure = collective_failure(e, ctx, recipe.train.ddp_timeout_s)
+        if failure is None:
+            raise
+        raise failure from None
     finally:
         shutdown(ctx)
 
 
-def _train(recipe, device, ctx, resume_state, resume, progress, stop_after_epoch, console) -> TrainResult:
+def _train(recipe, device, ctx, resume_state, resume, progress, stop_after_epoch, console, claimed) -> TrainResult:
     t_cfg = recipe.train
     torch.manual_seed(t_cfg.seed)
     np.random.seed(t_cfg.seed % (2**32))
 
     # Everything that can fail on user input happens before the run folder exists.
     bundle = load_data(recipe.data)
+    for split in ("train", "val", "test"):
+        if len(bundle.split(split)) == 0:
+            raise UserError(f"data {recipe.data.name}: the {split} split is empty; nothing to train or select on")
     model = create_model(
         recipe.model.arch, num_classes=bundle.num_classes, in_channels=bundle.in_channels, **recipe.model.options
     ).to(device)
@@ -260,12 +255,21 @@ def _train(recipe, device, ctx, resume_state, resume, progress, stop_after_epoch
         best_key = tuple(meta["best_key"]) if meta["best_key"] is not None else None
         best_epoch, best_val = int(meta["best_epoch"]), meta["best_val"]
     else:
-        run_dir = _new_run_dir(recipe, bundle) if ctx.is_main else None
-        run_dir = Path(ctx.broadcast_object(str(run_dir) if run_dir else None))
-        if ctx.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(run_dir / "recipe.yaml", recipe.to_yaml())
-            atomic_write_text(run_dir / "data.json", json.dumps(bundle.describe(), indent=2, default=str))
+
+        def start() -> str:  # rank 0; a UserError here reaches every rank (one line, exit 2)
+            claimed.append(_new_run_dir(recipe, bundle))
+            folder = claimed[0].path
+            try:
+                atomic_write_text(folder / "recipe.yaml", recipe.to_yaml())
+                atomic_write_text(folder / "data.json", json.dumps(bundle.describe(), indent=2, default=str))
+            except OSError as e:
+                failure = os_failure(e, claimed, None)
+                if failure is None:
+                    raise
+                raise failure from None
+            return str(folder)
+
+        run_dir = Path(ctx.run_on_main(start))
 
     net: nn.Module = model
     if ctx.enabled:
@@ -291,7 +295,7 @@ def _train(recipe, device, ctx, resume_state, resume, progress, stop_after_epoch
             for x, y in loader:
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 x = augment_batch(x, t_cfg.augment)
-                with autocast_for(device, t_cfg.amp):
+                with autocast(device, t_cfg.amp):
                     logits = net(x)
                 loss = F.cross_entropy(logits.float(), y)
                 optimizer.zero_grad(set_to_none=True)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from volrot.so3.wigner import degree_of_coefficient, n_coeffs, wigner_blocks
+from volrot.so3.wigner import mean_square, n_coeffs, wigner_blocks
 
 #: μ/σ pairs kept per layer for the distribution (a seeded random subset of all functions)
 MOMENT_SUBSET = 20000
@@ -160,9 +160,8 @@ class LocalActivationProbe:
         y = output.detach().float().cpu()
         gen = torch.Generator().manual_seed(self.seed + 7919 * self.calls)
         self.calls += 1
-        w = 1.0 / (2 * degree_of_coefficient(module.lmax).float() + 1)
         mu = x[:, :, 0]
-        sigma = (x[:, :, 1:] ** 2 * w[1:].view(1, 1, -1, 1, 1, 1)).sum(2).sqrt()
+        sigma = mean_square(x, dim=2, from_degree=1).sqrt()
         neg, pos = mu + 3 * sigma <= 0, mu - 3 * sigma >= 0
         r = self.samples.regimes
         r["all_negative"] += int(neg.sum())
@@ -245,8 +244,7 @@ class SoftMaxProbe:
     def collect(self, rotations) -> SoftMaxSamples:
         coeffs = torch.cat(self._coeffs)
         values = coeffs @ _rows(rotations)(self.lmax).T
-        w = 1.0 / (2 * degree_of_coefficient(self.lmax).double() + 1)
-        sigma = (coeffs[:, 1:] ** 2 * w[1:]).sum(1).sqrt()
+        sigma = mean_square(coeffs, dim=1, from_degree=1).sqrt()
         ratio = coeffs[:, 0] / (3 * sigma).clamp_min(1e-12)
         return SoftMaxSamples(
             self.name, self.lmax, np.concatenate(self._index), torch.cat(self._values).numpy(),

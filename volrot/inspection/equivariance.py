@@ -1,13 +1,15 @@
 """Feature-level equivariance of any volrot model under one exact grid rotation g.
 
 One forward pass of the batch [x, g·x] (eval mode) with forward hooks on the model's feature
-layers (`feature_layers`); per layer the hook compares F(g·x) with T_g F(x) (`Fiber.transform`)
-and the invariant pooled maps (`Fiber.invariant`) with their spatial rotation, and keeps the
+layers (`feature_layers`: the layers the model declares, with their field laws from
+`volrot.so3.fields`); per layer the hook compares F(g·x) with T_g F(x) (`Field.transform`)
+and the invariant pooled maps (`Field.invariant`) with their spatial rotation, and keeps the
 per-channel scalar maps of the first layers for the montage (F(x), F(g·x) and F(g·x) rotated
 back by g⁻¹, which must equal F(x) for an equivariant layer).
 
 Errors are relative: ‖F(g·x) − T_g F(x)‖ / ‖T_g F(x)‖ over the whole layer output (`rel_error`),
-and max |·| / max |T_g F(x)| (`max_rel_error`).
+and max |·| / max |T_g F(x)| (`max_rel_error`), both from `volrot.so3.check.relative_errors`.
+The JSON keeps the name `fiber` for the law's kind (so3 | regular | irreps | spatial).
 """
 
 from __future__ import annotations
@@ -18,63 +20,30 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from volrot.inspection.fibers import Fiber, invert, relative_error
-from volrot.so3.sampling import GridRotation, octahedral
+from volrot.models.registry import symmetry_of
+from volrot.so3.check import declared_layers, relative_errors, run_pair
+from volrot.so3.fields import Field, Scalar
+from volrot.so3.groups import CubeElement, cube_group
 from volrot.so3.volume import rotate_exact
 
 
-def z90() -> GridRotation:
+def z90() -> CubeElement:
     """The +90° rotation about z (the last spatial axis): in every cube subgroup volrot uses."""
-    target = np.array([[0, -1, 0], [1, 0, 0], [0, 0, 1]])
-    return next(g for g in octahedral() if np.array_equal(g.matrix, target))
+    return cube_group("O").element(np.array([[0, -1, 0], [1, 0, 0], [0, 0, 1]]))
 
 
-def _symmetry(model: nn.Module) -> str:
-    from volrot.models import get_entry
+def feature_layers(model: nn.Module) -> list[tuple[str, nn.Module, Field]]:
+    """The layers whose outputs are inspected, with their field law.
 
-    arch = getattr(model, "volrot_arch", None)
-    try:
-        return get_entry(arch).symmetry if arch else "none"
-    except Exception:  # an unregistered model: no known symmetry
-        return "none"
-
-
-def feature_layers(model: nn.Module) -> list[tuple[str, nn.Module, Fiber]]:
-    """The layers whose outputs are inspected, with their transformation law.
-
-    EquiLoPO: convs, batch norms, activations, residual blocks (SO(3) fields) and the SoftMax
-    head (invariant scalars). G-CNN: lifting/group convs and their batch norms (regular fields).
-    Steerable (modules of volrot with `irreps_out`): irreps fields. Anything else: 3D convs and
-    residual blocks as scalar fields (exact law only when the arch declares a symmetry).
+    The layers a model declares (`model.equivariant_layers()`, see `volrot.so3.check`). A model
+    that declares none (a plain CNN): its 3D convs and residual blocks as scalar fields, an
+    exact law only when the model declares a symmetry (otherwise the hypothesis "features rotate
+    with the input", reported as such).
     """
-    from volrot.models.equilopo import EquiLoPONet, SE3BatchNorm, SO3Conv, SO3SoftMax
-    from volrot.models.equilopo.network import BasicBlock, _Act
-
-    layers = []
-    if isinstance(model, EquiLoPONet):
-        for name, m in model.named_modules():
-            if isinstance(m, (SO3Conv, SE3BatchNorm, _Act, BasicBlock)):
-                layers.append((name, m, Fiber("so3")))
-            elif isinstance(m, SO3SoftMax) and "." not in name:
-                layers.append((name, m, Fiber("spatial")))
+    layers = declared_layers(model)
+    if layers:
         return layers
-    from volrot.models.gcnn import GroupBatchNorm3d, GroupConv3d, LiftingConv3d
-
-    group = getattr(model, "group", None)
-    if group is not None and hasattr(group, "cayley"):
-        return [
-            (name, m, Fiber("regular", group=group))
-            for name, m in model.named_modules()
-            if isinstance(m, (LiftingConv3d, GroupConv3d, GroupBatchNorm3d))
-        ]
-    steerable = [
-        (name, m, Fiber("irreps", irreps=m.irreps_out))
-        for name, m in model.named_modules()
-        if hasattr(m, "irreps_out") and type(m).__module__.startswith("volrot") and name
-    ]
-    if steerable:
-        return steerable
-    exact = _symmetry(model) != "none"
+    law = Scalar(exact=not symmetry_of(model).trivial)
     out, convs = [], []
     for name, m in model.named_modules():
         kind = type(m).__name__
@@ -85,7 +54,7 @@ def feature_layers(model: nn.Module) -> list[tuple[str, nn.Module, Fiber]]:
             continue  # the inner conv of a conv wrapper
         if is_conv:
             convs.append(name)
-        out.append((name, m, Fiber("spatial", exact=exact)))
+        out.append((name, m, law))
     return out
 
 
@@ -111,7 +80,7 @@ class EquivarianceResult:
     """`layers` in execution order; `montage[name]` = (F(x), F(g·x), g⁻¹F(g·x)) scalar maps of the
     first channels, each (C', D, H, W) numpy; `input` = (x, g·x) first channel."""
 
-    rotation: GridRotation
+    rotation: CubeElement
     layers: list[LayerEquivariance]
     logits_rel_error: float
     input: tuple
@@ -129,7 +98,7 @@ class EquivarianceResult:
 def measure_equivariance(
     model: nn.Module,
     x: torch.Tensor,
-    g: GridRotation | None = None,
+    g: CubeElement | None = None,
     *,
     montage_layers: int = 4,
     montage_channels: int = 3,
@@ -137,48 +106,35 @@ def measure_equivariance(
     """Compare every feature layer's output on g·x with its transformed output on x.
 
     `x`: one volume `(C, D, H, W)` or `(1, C, D, H, W)` on the model's device; the model is run
-    in eval mode on the batch [x, g·x].
+    in eval mode on the batch [x, g·x] (`volrot.so3.check.run_pair`).
     """
     g = g or z90()
-    g_inv = invert(g, octahedral())
+    g_inv = cube_group("Oh").inverse_of(g)
     x = x if x.dim() == 5 else x.unsqueeze(0)
-    batch = torch.cat([x, rotate_exact(x, g)])
-    layers = feature_layers(model)
-    results: dict[str, LayerEquivariance] = {}
+    results: list[LayerEquivariance] = []
     montage: dict[str, tuple] = {}
-    counter = [0]
 
-    def hook_for(name, fiber):
-        def hook(module, inputs, output):
-            if name in results or not torch.is_tensor(output):
-                return
-            out = output.detach().float().cpu()
-            a, b = out[:1], out[1:2]
-            expected = fiber.transform(a, g)
-            rel, rel_max = relative_error(b, expected)
-            inv_rel, _ = relative_error(fiber.invariant(b), rotate_exact(fiber.invariant(a), g))
-            results[name] = LayerEquivariance(
-                name, type(module).__name__, fiber.kind, fiber.describe(), fiber.exact, list(out.shape[1:]),
-                rel, rel_max, inv_rel, counter[0],
-            )  # fmt: skip
-            counter[0] += 1
-            if len(montage) < montage_layers:
-                fa = fiber.scalar_map(a)[0, :montage_channels]
-                fb = fiber.scalar_map(b)[0, :montage_channels]
-                montage[name] = (fa.numpy(), fb.numpy(), rotate_exact(fb, g_inv).numpy())
+    def record(name, module, law, a, b):
+        a, b = a.float().cpu(), b.float().cpu()
+        rel, rel_max = relative_errors(b, law.transform(a, g))
+        inv_rel, _ = relative_errors(law.invariant(b), rotate_exact(law.invariant(a), g))
+        results.append(
+            LayerEquivariance(
+                name, type(module).__name__, law.kind, law.describe(), law.exact, list(a.shape[1:]),
+                rel, rel_max, inv_rel, len(results),
+            )
+        )  # fmt: skip
+        if len(montage) < montage_layers:
+            fa = law.scalar_map(a)[0, :montage_channels]
+            fb = law.scalar_map(b)[0, :montage_channels]
+            montage[name] = (fa.numpy(), fb.numpy(), rotate_exact(fb, g_inv).numpy())
 
-        return hook
-
-    handles = [m.register_forward_hook(hook_for(name, fiber)) for name, m, fiber in layers]
     was_training = model.training
     model.eval()
     try:
-        logits = model(batch).float().cpu()
+        logits = run_pair(model, x, g, feature_layers(model), record).float().cpu()
     finally:
-        for h in handles:
-            h.remove()
         model.train(was_training)
-    logit_err, _ = relative_error(logits[1:2], logits[:1])
-    ordered = sorted(results.values(), key=lambda r: r.order)
-    inp = (x[0, 0].float().cpu().numpy(), batch[1, 0].float().cpu().numpy())
-    return EquivarianceResult(g, ordered, logit_err, inp, {k: montage[k] for k in montage})
+    logit_err, _ = relative_errors(logits[1:2], logits[:1])
+    inp = (x[0, 0].float().cpu().numpy(), rotate_exact(x, g)[0, 0].float().cpu().numpy())
+    return EquivarianceResult(g, results, logit_err, inp, montage)

@@ -199,27 +199,21 @@ def inspect_checkpoint(
 ) -> tuple[InspectReport, dict[str, Path]]:
     """Load a checkpoint and `samples` seeded volumes of its data (`split`), inspect, write files
     to `out` (default `<checkpoint folder>/inspect-activation`)."""
-    from volrot.checkpoint import load_model
-    from volrot.config import recorded_data_config
-    from volrot.data import load_data
-    from volrot.engine.train import resolve_device
+    from volrot.device import resolve_device
+    from volrot.engine.checkpoint_data import check_split, checkpoint_split
     from volrot.so3.sampling import so3_grid
 
     t0 = time.perf_counter()
     path = Path(checkpoint)
-    if split not in ("train", "val", "test"):
-        raise UserError(f"--split must be train, val or test, got '{split}'")
+    check_split(split)
     if samples < 1:
         raise UserError(f"--samples must be >= 1, got {samples}")
     if functions < 1:
         raise UserError(f"--functions must be >= 1, got {functions}")
     if not 3.0 <= grid_deg <= 180.0:
         raise UserError(f"--grid-deg must be in [3, 180], got {grid_deg}")
-    model = load_model(path, device=resolve_device(str(device)))
-    meta = dict(getattr(model, "volrot_meta", None) or {})
-    cfg = recorded_data_config(meta, source=str(path), data=data, root=root)
-    bundle = load_data(cfg)
-    dataset = bundle.split(split)
+    loaded = checkpoint_split(path, split=split, data=data, root=root, device=resolve_device(str(device)))
+    model, meta, bundle, dataset = loaded.model, loaded.meta, loaded.bundle, loaded.dataset
     if len(dataset) == 0:
         raise UserError(f"split '{split}' of data '{bundle.name}' is empty")
     rng = np.random.default_rng(seed)

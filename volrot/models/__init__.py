@@ -8,6 +8,7 @@ from volrot.models.registry import (
     list_models,
     model_defaults,
     register_model,
+    symmetry_of,
 )
 
 # Built-in architectures: importing a module registers it.
@@ -25,4 +26,5 @@ __all__ = [
     "list_models",
     "model_defaults",
     "register_model",
+    "symmetry_of",
 ]

@@ -1,15 +1,10 @@
 """`gcnn`: regular 3D group-convolution CNN on a cube subgroup (Winkels & Cohen 2018).
 
-Groups (all exact on the voxel grid; built from `volrot.so3.sampling.octahedral`):
-
-==== ===== ==========================================================================
-name order elements
-==== ===== ==========================================================================
-O    24    the rotations of the cube (default)
-Oh   48    O and the reflections (O × {±I})
-D4   8     rotations that keep the z axis (last spatial axis) up to sign
-D4h  16    D4 and the reflections that keep the z axis up to sign (D4 × {±I})
-==== ===== ==========================================================================
+Groups (all exact on the voxel grid; `volrot.so3.groups.cube_group`, with their Cayley and
+inverse tables): O (24 rotations of the cube, default), Oh (48: O and the reflections), D4 (8
+rotations that keep the z axis up to sign), D4h (16: D4 and its reflections). The model
+declares that group as its symmetry, and its convolutions and batch norms as regular fields of
+it (`equivariant_layers`).
 
 Conventions (see `volrot.so3`): spatial axes (D, H, W) = (x, y, z); rotating a volume by g means
 out(g p) = in(p). A G-feature map is a tensor (B, C·N, D, H, W) with channel index c·N + i
@@ -46,9 +41,7 @@ Each plain width is turned into G-channels (each G-channel is N 3D channels) by 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -56,60 +49,22 @@ import torch.nn.functional as F
 from volrot.errors import UserError
 from volrot.models.registry import register_model
 from volrot.models.symmetric_pool import symmetric_downsample
-from volrot.so3.sampling import GridRotation, octahedral
+from volrot.so3.fields import Regular
+from volrot.so3.groups import CubeGroup, Symmetry, cube_group
 from volrot.so3.volume import rotate_exact
 
-#: group name -> (with reflections, keeps the z axis only)
-GROUPS: dict[str, tuple[bool, bool]] = {
-    "O": (False, False),
-    "Oh": (True, False),
-    "D4": (False, True),
-    "D4h": (True, True),
-}
+GROUPS = ("O", "Oh", "D4", "D4h")
 WIDTH_MODES = ("params", "compute")
 
 
-@dataclass(frozen=True)
-class CubeSubgroup:
-    """A subgroup of the cube group with its multiplication table.
-
-    `elements[i]` is h_i (identity first); `cayley[i, j]` = index of h_i h_j;
-    `inverse[i]` = index of h_i⁻¹.
-    """
-
-    name: str
-    elements: tuple[GridRotation, ...]
-    cayley: np.ndarray
-    inverse: np.ndarray
-
-    @property
-    def order(self) -> int:
-        return len(self.elements)
-
-    @property
-    def has_reflections(self) -> bool:
-        return not all(g.is_rotation for g in self.elements)
-
-
-def cube_subgroup(name: str) -> CubeSubgroup:
-    """The group `name` (one of `GROUPS`) with its Cayley and inverse tables."""
+def cube_subgroup(name: str) -> CubeGroup:
+    """The group `name` (one of `GROUPS`); a `UserError` for any other name."""
     if name not in GROUPS:
         raise UserError(f"model.group must be one of {', '.join(GROUPS)}, got {name!r}")
-    reflections, keeps_z = GROUPS[name]
-    found = [g for g in octahedral(reflections=reflections) if not keeps_z or abs(g.matrix[2, 2]) == 1]
-    elements = tuple(GridRotation(i, g.matrix, g.ops) for i, g in enumerate(found))
-    lookup = {g.matrix.astype(np.int64).tobytes(): g.index for g in elements}
-    n = len(elements)
-    cayley = np.empty((n, n), dtype=np.int64)
-    for a in elements:
-        for b in elements:
-            cayley[a.index, b.index] = lookup[(a.matrix @ b.matrix).astype(np.int64).tobytes()]
-    identity = lookup[np.eye(3, dtype=np.int64).tobytes()]
-    inverse = np.argmax(cayley == identity, axis=1)
-    return CubeSubgroup(name, elements, cayley, inverse)
+    return cube_group(name)
 
 
-def spatial_gather_index(group: CubeSubgroup, kernel_size: int) -> torch.Tensor:
+def spatial_gather_index(group: CubeGroup, kernel_size: int) -> torch.Tensor:
     """(N, k³) indices: row g holds, for each offset u (flattened), the flat index of g⁻¹u.
 
     So `w.flatten(-3)[..., idx[g]]` is the kernel rotated by g: (T_g w)(u) = w(g⁻¹u).
@@ -127,7 +82,7 @@ def _he_normal_(weight: torch.Tensor, fan_in: int) -> None:
 class LiftingConv3d(nn.Module):
     """Z³ -> G convolution: (B, C_in, D, H, W) -> (B, C_out·N, D, H, W), stride 1, same padding."""
 
-    def __init__(self, in_channels: int, out_channels: int, group: CubeSubgroup, kernel_size: int = 3):
+    def __init__(self, in_channels: int, out_channels: int, group: CubeGroup, kernel_size: int = 3):
         super().__init__()
         _check_kernel_size(kernel_size)
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
@@ -148,7 +103,7 @@ class LiftingConv3d(nn.Module):
 class GroupConv3d(nn.Module):
     """G -> G convolution: (B, C_in·N, D, H, W) -> (B, C_out·N, D, H, W), stride 1, same padding."""
 
-    def __init__(self, in_channels: int, out_channels: int, group: CubeSubgroup, kernel_size: int = 3):
+    def __init__(self, in_channels: int, out_channels: int, group: CubeGroup, kernel_size: int = 3):
         super().__init__()
         _check_kernel_size(kernel_size)
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
@@ -201,7 +156,7 @@ class GCNN3d(nn.Module):
 
     def __init__(
         self,
-        group: CubeSubgroup,
+        group: CubeGroup,
         num_classes: int,
         in_channels: int,
         width: int,
@@ -232,6 +187,15 @@ class GCNN3d(nn.Module):
                 x = symmetric_downsample(x)
         return x
 
+    def equivariant_layers(self) -> list:
+        """The lifting/group convs and their batch norms: regular fields of the group."""
+        field = Regular(self.group)
+        return [
+            (name, m, field)
+            for name, m in self.named_modules()
+            if isinstance(m, (LiftingConv3d, GroupConv3d, GroupBatchNorm3d))
+        ]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.features(x)
         f = f.reshape(-1, self.out_channels, self.group.order, f.shape[-3] * f.shape[-2] * f.shape[-1])
@@ -247,7 +211,7 @@ def _check_kernel_size(k: int) -> None:
 @register_model(
     "gcnn",
     description="Regular 3D group-conv CNN (Winkels & Cohen) on O/Oh/D4/D4h; invariant to its group",
-    symmetry="octahedral",
+    symmetry=lambda group="O", **_: Symmetry(str(group), cube_subgroup(str(group))),
 )
 def gcnn(
     *,

@@ -47,6 +47,9 @@ import torch.nn.functional as F
 from volrot.errors import UserError
 from volrot.models.registry import register_model
 from volrot.models.symmetric_pool import symmetric_downsample
+from volrot.so3.fields import Scalar
+from volrot.so3.groups import Symmetry, cube_group
+from volrot.so3.volume import centred_coordinates
 
 CONV_FORMS = ("dense", "shells")
 #: the faster form in benchmarks/bench_gmr_forms.py on the recipe's shapes (CPU, see changes/zoo.md):
@@ -57,9 +60,7 @@ DEFAULT_CONV_FORM = "dense"
 def shell_geometry(kernel_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
     """Radii (k³,), mask (k³,), shell centres μ (n,) and the shell spacing Δ for an odd k."""
     k = kernel_size
-    c = (k - 1) / 2
-    grid = torch.stack(torch.meshgrid(*(torch.arange(k, dtype=torch.float64) - c,) * 3, indexing="ij"), -1)
-    radii = grid.norm(dim=-1).reshape(-1)
+    radii = centred_coordinates((k, k, k), dtype=torch.float64).norm(dim=-1).reshape(-1)
     mask = (radii <= k / 2 + 1e-9).to(torch.float64)
     n = (k + 1) // 2
     spacing = k / (2 * (n - 1)) if n > 1 else 1.0
@@ -151,6 +152,14 @@ class GMRResNet3d(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         self.fc = nn.Linear(in_planes, num_classes)
 
+    def equivariant_layers(self) -> list:
+        """Every GMR conv and residual block: scalar fields (radial kernels, symmetric pooling)."""
+        return [
+            (name, m, Scalar())
+            for name, m in self.named_modules()
+            if isinstance(m, (GMRConv3d, GMRBasicBlock))
+        ]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.blocks(self.stem(x))
         return self.fc(x.mean(dim=(2, 3, 4)))
@@ -159,7 +168,7 @@ class GMRResNet3d(nn.Module):
 @register_model(
     "gmr",
     description="GMR-Conv 3D ResNet-18 (radial Gaussian-shell kernels); exactly invariant to the 48 grid symmetries",
-    symmetry="octahedral+reflections",
+    symmetry=lambda **_: Symmetry("Oh", cube_group("Oh")),
 )
 def gmr(
     *,

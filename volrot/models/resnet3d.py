@@ -96,7 +96,6 @@ class ResNet3d(nn.Module):
 @register_model(
     "resnet3d",
     description="Plain 3D ResNet-18/34/50 (MedMNIST3D baseline); no built-in rotation symmetry",
-    symmetry="none",
 )
 def resnet3d(*, num_classes: int, in_channels: int = 1, width: int = 64, depth: int = 18) -> nn.Module:
     if depth not in _LAYOUTS:

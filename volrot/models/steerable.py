@@ -57,6 +57,10 @@ from e3nn import o3
 
 from volrot.errors import UserError
 from volrot.models.registry import register_model
+from volrot.models.symmetric_pool import symmetric_pool_geometry
+from volrot.so3.fields import Irreps
+from volrot.so3.groups import Symmetry, cube_group
+from volrot.so3.volume import centred_coordinates
 
 #: Width of the Gaussian radial shells, in voxels (se3cnn `kernel.py`).
 SHELL_SIGMA = 0.6
@@ -65,13 +69,6 @@ SHELL_SIGMA = 0.6
 def shell_bandlimit(m: int) -> int:
     """Highest harmonic degree J allowed on the radial shell at radius m (se3cnn "compromise")."""
     return 0 if m == 0 else 2 * m + 1
-
-
-def _kernel_lattice(kernel_size: int) -> torch.Tensor:
-    """Integer offsets u = (x, y, z) of a k³ kernel, float64, shape (k, k, k, 3); axes (D, H, W)."""
-    r = kernel_size // 2
-    ax = torch.arange(-r, r + 1, dtype=torch.float64)
-    return torch.stack(torch.meshgrid(ax, ax, ax, indexing="ij"), dim=-1)
 
 
 def _allowed_degrees(ir_out: o3.Irrep, ir_in: o3.Irrep, reflections: bool) -> list[int]:
@@ -88,7 +85,7 @@ def _pair_basis(ir_out: o3.Irrep, ir_in: o3.Irrep, kernel_size: int, reflections
 
     Basis elements are indexed by (shell m, degree J) with J ≤ `shell_bandlimit(m)`.
     """
-    lattice = _kernel_lattice(kernel_size)
+    lattice = centred_coordinates((kernel_size,) * 3, dtype=torch.float64)  # offsets u = (x, y, z)
     radius = lattice.norm(dim=-1)
     origin = radius == 0
     # Direction at the origin is undefined; any unit vector works since Y^{J>0} is zeroed there.
@@ -227,13 +224,15 @@ class Downsample(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         channels = x.shape[1]
         for axis in range(3):
-            taps = self.taps_even if x.shape[2 + axis] % 2 == 0 else self.taps_odd
+            size = x.shape[2 + axis]
+            taps = self.taps_even if size % 2 == 0 else self.taps_odd
+            _, step, pad = symmetric_pool_geometry(size, taps.numel())
             shape = [1, 1, 1, 1, 1]
             shape[2 + axis] = taps.numel()
             stride = [1, 1, 1]
-            stride[axis] = 2
+            stride[axis] = step
             padding = [0, 0, 0]
-            padding[axis] = (taps.numel() - 1) // 2
+            padding[axis] = pad
             weight = taps.view(shape).expand(channels, *shape[1:])
             x = F.conv3d(x, weight, stride=stride, padding=padding, groups=channels)
         return x
@@ -295,6 +294,10 @@ class SteerableCNN(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(head_irreps.dim, num_classes)
 
+    def equivariant_layers(self) -> list:
+        """Every layer of `layers` with its irreps field law."""
+        return [(f"layers.{i}", m, Irreps(irreps=m.irreps_out)) for i, m in enumerate(self.layers)]
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Scalar feature maps before global pooling, shape (B, head channels, d, h, w)."""
         for layer in self.layers:
@@ -309,7 +312,9 @@ class SteerableCNN(nn.Module):
 @register_model(
     "steerable",
     description="3D steerable CNN (Weiler et al. 2018) on e3nn irreps: gated, band-limited, blur-pooled; SO(3)-equivariant",
-    symmetry="so3",
+    symmetry=lambda reflections=False, **_: Symmetry(
+        "O(3)" if reflections else "SO(3)", cube_group("Oh" if reflections else "O"), continuous=True
+    ),
 )
 def steerable(
     *,

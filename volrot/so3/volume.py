@@ -20,29 +20,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from volrot.so3.sampling import GridRotation
+from volrot.so3.groups import CubeElement, rotate_exact  # noqa: F401  (rotate_exact: re-exported)
 
 
-def rotate_exact(x: torch.Tensor, rotation: GridRotation) -> torch.Tensor:
-    """Apply a cube-group element to the last three axes of `x` exactly (no interpolation)."""
-    for op in rotation.ops:
-        if op[0] == "rot90":
-            _, k, (a, b) = op
-            x = torch.rot90(x, k, dims=(a - 3, b - 3))
-        elif op[0] == "flip":
-            x = torch.flip(x, dims=(op[1] - 3,))
-        else:  # pragma: no cover - ops are built in sampling.py
-            raise ValueError(f"unknown voxel op {op!r}")
-    return x
-
-
-def rotate_exact_batch(x: torch.Tensor, rotations: Sequence[GridRotation]) -> torch.Tensor:
+def rotate_exact_batch(x: torch.Tensor, rotations: Sequence[CubeElement]) -> torch.Tensor:
     """Exact rotations of `x` (..., D, H, W) by each cube element: returns (M, ..., D, H, W)."""
     return torch.stack([rotate_exact(x, g) for g in rotations])
 
 
 def centred_coordinates(shape: Sequence[int], *, device=None, dtype=torch.float32) -> torch.Tensor:
-    """(D, H, W, 3) positions (x, y, z) of the voxel centres relative to the grid centre."""
+    """(D, H, W, 3) positions (x, y, z) of the voxel centres relative to the grid centre.
+
+    With shape (k, k, k) for an odd k it is the integer offset lattice of a k³ convolution
+    kernel; `.reshape(-1, 3)` lists the offsets in conv3d weight order.
+    """
     axes = [torch.arange(n, device=device, dtype=dtype) - (n - 1) / 2.0 for n in shape]
     return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
 
@@ -127,16 +118,17 @@ def pad_to_circumscribed(x: torch.Tensor) -> torch.Tensor:
     return F.pad(x, (pw, pw, ph, ph, pd, pd))
 
 
-def prepare_volume(x: torch.Tensor, mask: str) -> torch.Tensor:
-    """Bring an unrotated batch into the frame that rotations use.
+def prepare_volume(x: torch.Tensor, frame: str) -> torch.Tensor:
+    """Bring an unrotated batch into the frame that rotations use (`volrot eval-rotated --mask`).
 
-    `mask="sphere"`: zero outside the inscribed sphere; `"pad"`: pad to the circumscribed
-    sphere; `"none"`: unchanged (rotated corners are then cut off and filled with zeros).
+    `frame="sphere"`: zero outside the inscribed sphere (a mask); `"pad"`: zero-pad to the
+    circumscribed sphere (a larger grid, nothing masked); `"none"`: unchanged (rotated corners
+    are then cut off and filled with zeros).
     """
-    if mask == "sphere":
+    if frame == "sphere":
         return apply_sphere_mask(x)
-    if mask == "pad":
+    if frame == "pad":
         return pad_to_circumscribed(x)
-    if mask == "none":
+    if frame == "none":
         return x
-    raise ValueError(f"mask must be 'sphere', 'pad' or 'none', got {mask!r}")
+    raise ValueError(f"frame must be 'sphere', 'pad' or 'none', got {frame!r}")

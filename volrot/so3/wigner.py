@@ -19,10 +19,10 @@ Conventions (used by every SO(3)-Fourier model in volrot, see research/equilopo.
   index transforms and the row index is inert (`rotate_coefficients`).
 * Moments: mean_Q f = f^0, mean_Q f² = Σ_l ‖f^l‖²_F / (2l+1).
 
-The report's (authors') convention differs only by a fixed orthogonal change of SH basis per
-degree: `report_sh` is their harmonic (Condon–Shortley phase, index l+m the cos(mφ) term,
-l−m the sin(|m|φ) term, polar axis z, φ = atan2(y, x)), `report_basis(l)` the matrix M_l
-with Y_report = M_l Y_e3nn, and `to_report_coefficients` maps f^l ↦ M_l f^l M_lᵀ.
+The EquiLoPO paper's (authors') convention differs only by a fixed orthogonal change of SH
+basis per degree: `paper_sh` is their harmonic (Condon–Shortley phase, index l+m the cos(mφ) term,
+l−m the sin(|m|φ) term, polar axis z, φ = atan2(y, x)), `paper_basis(l)` the matrix M_l
+with Y_paper = M_l Y_e3nn, and `to_paper_coefficients` maps f^l ↦ M_l f^l M_lᵀ.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ import math
 
 import numpy as np
 import torch
+
+from volrot.so3.sampling import haar_matrices
 
 # e3nn (≈1.5 s to import) is imported where it is used, so `import volrot.models` stays fast.
 
@@ -151,11 +153,39 @@ def rotate_coefficients(coeffs: torch.Tensor, lmax: int, rotation, dim: int = -1
     return torch.cat(out, dim=-1).movedim(-1, dim)
 
 
-def mean_square(coeffs: torch.Tensor, lmax: int, dim: int = -1) -> torch.Tensor:
-    """mean_Q f(Q)² = Σ_l ‖f^l‖²_F / (2l+1) (Haar measure normalised to 1)."""
-    w = 1.0 / (2 * degree_of_coefficient(lmax).to(coeffs.dtype) + 1)
-    x = coeffs.movedim(dim, -1)
-    return (x * x * w.to(x.device)).sum(-1)
+@functools.lru_cache(maxsize=None)
+def _degree_weights(lmax: int, from_degree: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    w = 1.0 / (2.0 * degree_of_coefficient(lmax).to(torch.float64) + 1.0)
+    w[: degree_offset(from_degree)] = 0.0
+    return w.to(device=device, dtype=dtype)
+
+
+def degree_weights(lmax: int, from_degree: int = 0, *, dtype=torch.float32, device=None) -> torch.Tensor:
+    """1/(2l+1) per flat coefficient of degree l >= `from_degree` (0 below), shape (N_L,):
+    Σ_i w_i f_i² = mean_Q f(Q)² (over the degrees kept). Cached per (dtype, device)."""
+    return _degree_weights(lmax, from_degree, dtype, torch.device(device or "cpu"))
+
+
+def lmax_of(n: int) -> int:
+    """Degree L with N_L = n coefficients (ValueError when n is not one of 1, 10, 35, 84, ...)."""
+    for l in range(16):
+        if n_coeffs(l) == n:
+            return l
+    raise ValueError(f"{n} is not a number of SO(3) coefficients N_L")
+
+
+def mean_square(coeffs: torch.Tensor, dim: int = -1, *, from_degree: int = 0, keepdim: bool = False) -> torch.Tensor:
+    """The SO(3) second moment: mean_Q f(Q)² = Σ_l ‖f^l‖²_F / (2l+1) (Haar measure normalised
+    to 1), summed over the degrees l >= `from_degree` (1 gives the variance over SO(3), since
+    mean_Q f = f⁰). The degree L is read off the size of the coefficient axis `dim`.
+
+    The one implementation of this moment in volrot (batch norm, activation normalisers,
+    SoftMax, the invariant part of SO(3)-Fourier fields, inspection).
+    """
+    dim = dim % coeffs.dim()
+    w = degree_weights(lmax_of(coeffs.shape[dim]), from_degree, dtype=coeffs.dtype, device=coeffs.device)
+    w = w.view(-1, *([1] * (coeffs.dim() - dim - 1)))
+    return (coeffs * coeffs * w).sum(dim, keepdim=keepdim)
 
 
 def product_cg(f: torch.Tensor, lf: int, g: torch.Tensor, lg: int, lout: int | None = None) -> torch.Tensor:
@@ -178,13 +208,6 @@ def product_cg(f: torch.Tensor, lf: int, g: torch.Tensor, lg: int, lout: int | N
                 t = torch.einsum("ace,bdf,...ab,...cd->...ef", C, C, f1, g2)
                 blocks[l3] = blocks[l3] + t.reshape(*batch, -1)
     return torch.cat(blocks, dim=-1)
-
-
-def random_rotations(n: int, seed: int = 0) -> torch.Tensor:
-    """n Haar-random rotation matrices (float64), reproducible from `seed`."""
-    from scipy.spatial.transform import Rotation
-
-    return torch.as_tensor(Rotation.random(n, random_state=seed).as_matrix())
 
 
 # ----------------------------------------------------------------------------- exact resampling
@@ -210,7 +233,7 @@ class SO3Resampler:
 
         n_out = n_coeffs(lout)
         k = max(n_out, int(math.ceil(oversample * n_out)))
-        pool = random_rotations(8 * n_out, seed=seed)
+        pool = torch.as_tensor(haar_matrices(8 * n_out, seed))
         rows = wigner_blocks(lout, pool)  # (pool, N_out)
         weights = torch.sqrt(2.0 * degree_of_coefficient(lout).double() + 1.0)
         _, _, piv = qr((rows * weights).numpy().T, pivoting=True, mode="economic")
@@ -224,10 +247,10 @@ class SO3Resampler:
         self.lin, self.lout, self.k = lin, lout, k
 
 
-# ----------------------------------------------------------------------------- report convention
+# ----------------------------------------------------------------------------- the paper's convention
 
 
-def report_sh(l: int, xyz: torch.Tensor) -> torch.Tensor:
+def paper_sh(l: int, xyz: torch.Tensor) -> torch.Tensor:
     """The authors' real SH (research/equilopo.md §1.1), float64, orthonormal on the sphere.
 
     Polar axis z, φ = atan2(y, x), Condon–Shortley phase included (Y_{1,−1} ∝ −y, Y_{1,0} ∝ z,
@@ -252,28 +275,28 @@ def report_sh(l: int, xyz: torch.Tensor) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=None)
-def _report_basis(l: int) -> torch.Tensor:
+def _paper_basis(l: int) -> torch.Tensor:
     pts, pinv = _fit_points(l)
-    return (pinv @ report_sh(l, pts)).T.contiguous()
+    return (pinv @ paper_sh(l, pts)).T.contiguous()
 
 
-def report_basis(l: int) -> torch.Tensor:
-    """Orthogonal M_l (float64) with report_sh(l, x) = M_l real_sh(l, x).
+def paper_basis(l: int) -> torch.Tensor:
+    """Orthogonal M_l (float64) with paper_sh(l, x) = M_l real_sh(l, x).
 
-    Consequently D_report(R) = M_l D(R) M_lᵀ, C_report = C ×₁ M_l1 ×₂ M_l2 ×₃ M_l3, and the
-    coefficients of one SO(3) function convert as f^l_report = M_l f^l M_lᵀ.
+    Consequently D_paper(R) = M_l D(R) M_lᵀ, C_paper = C ×₁ M_l1 ×₂ M_l2 ×₃ M_l3, and the
+    coefficients of one SO(3) function convert as f^l_paper = M_l f^l M_lᵀ.
     """
-    return _report_basis(l).clone()
+    return _paper_basis(l).clone()
 
 
-def to_report_coefficients(coeffs: torch.Tensor, lmax: int, dim: int = -1, inverse: bool = False) -> torch.Tensor:
-    """Convert flat SO(3) coefficients between this module's basis and the report's
+def to_paper_coefficients(coeffs: torch.Tensor, lmax: int, dim: int = -1, inverse: bool = False) -> torch.Tensor:
+    """Convert flat SO(3) coefficients between this module's basis and the paper's
     (f^l ↦ M_l f^l M_lᵀ; `inverse=True` maps back)."""
     x = coeffs.movedim(dim, -1)
     out = []
     for l in range(lmax + 1):
         n = 2 * l + 1
-        M = report_basis(l).to(coeffs.dtype).to(coeffs.device)
+        M = paper_basis(l).to(coeffs.dtype).to(coeffs.device)
         if inverse:
             M = M.T
         block = x[..., degree_slice(l)].reshape(*x.shape[:-1], n, n)

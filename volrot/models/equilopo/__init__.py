@@ -2,7 +2,8 @@
 
 Zhemchuzhnikov & Grudinin, "On the Fourier analysis in the SO(3) space: the EquiLoPO
 Network", ICLR 2025. Math, conventions and the authors' configuration:
-research/equilopo.md. Registered as ``equilopo`` (symmetry ``so3``).
+research/equilopo.md. Registered as ``equilopo``: declares SO(3) (exact on the 24 grid
+rotations), its layers SO(3)-Fourier fields (`EquiLoPONet.equivariant_layers`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from volrot.models.equilopo.conv import SO3Conv
 from volrot.models.equilopo.layers import SE3BatchNorm, SE3Dropout, SymmetricAvgPool
 from volrot.models.equilopo.network import HEADS, STAGES, EquiLoPONet, live_parameter_count, paper_parameter_count
 from volrot.models.registry import register_model
+from volrot.so3.groups import Symmetry, cube_group
 
 __all__ = [
     "EquiLoPONet",
@@ -34,7 +36,7 @@ __all__ = [
 @register_model(
     "equilopo",
     description="EquiLoPO ResNet: SO(3)-Fourier group convs, local polynomial ReLU on SO(3), invariant logits",
-    symmetry="so3",
+    symmetry=lambda **_: Symmetry("SO(3)", cube_group("O"), continuous=True),
 )
 def equilopo(
     *,

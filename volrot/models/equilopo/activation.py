@@ -27,7 +27,7 @@ import math
 import torch
 import torch.nn as nn
 
-from volrot.so3.wigner import SO3Resampler, degree_of_coefficient, n_coeffs
+from volrot.so3.wigner import SO3Resampler, mean_square, n_coeffs
 
 COEFFICIENT_TYPES = ("adaptive", "constant", "trainable")
 _CONST = (3.0 / 32.0, 0.5, 15.0 / 32.0)
@@ -51,11 +51,6 @@ def _resampler(lin: int, lout: int) -> SO3Resampler:
     if (lin, lout) not in _RESAMPLERS:
         _RESAMPLERS[(lin, lout)] = SO3Resampler(lin, lout)
     return _RESAMPLERS[(lin, lout)]
-
-
-def degree_weights(lmax: int) -> torch.Tensor:
-    """1/(2l+1) per flat coefficient: Σ_i w_i f_i² = mean_Q f²."""
-    return 1.0 / (2.0 * degree_of_coefficient(lmax).float() + 1.0)
 
 
 def adaptive_coefficients(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -135,7 +130,6 @@ class LocalActivation(nn.Module):
         rs = _resampler(lmax, self.lout)
         self.register_buffer("sample", rs.sample_in.float(), persistent=False)  # (K, N_L)
         self.register_buffer("analysis", rs.analysis[: n_coeffs(self.keep)].float(), persistent=False)
-        self.register_buffer("weights_l", degree_weights(lmax), persistent=False)
         self.register_buffer("const_c", torch.tensor(_CONST), persistent=False)
         if coefficients == "trainable":
             self.theta = nn.Parameter(torch.zeros(3))
@@ -143,10 +137,8 @@ class LocalActivation(nn.Module):
     def polynomial(self, x: torch.Tensor):
         """Detached normaliser n and coefficients (c0, c1, c2), each (B, C, 1, ...)."""
         with torch.no_grad():
-            w = self.weights_l.view(1, 1, -1, *([1] * (x.dim() - 3)))
-            sq = x * x * w
             mu = x[:, :, :1]
-            var = sq[:, :, 1:].sum(2, keepdim=True)
+            var = mean_square(x, dim=2, from_degree=1, keepdim=True)
             if self.coefficients == "adaptive":
                 three_sigma = 3 * var.sqrt()
                 # clamp, not + 1e-12: an ONNX optimiser folded the tiny add away (0/0 -> NaN)
@@ -212,8 +204,6 @@ class SO3SoftMax(nn.Module):
     def __init__(self, lmax: int, coefficients: str = "adaptive"):
         super().__init__()
         self.activation = LocalActivation(lmax, coefficients)
-        self.register_buffer("weights_l", degree_weights(lmax), persistent=False)
-        self.register_buffer("weights_2l", degree_weights(2 * lmax), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with full_precision(x):
@@ -221,10 +211,9 @@ class SO3SoftMax(nn.Module):
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self.activation(x)
-        shape = (1, 1, -1, *([1] * (x.dim() - 3)))
-        num = (p * p * self.weights_2l.view(shape)).sum(2)
+        num = mean_square(p, dim=2)
         with torch.no_grad():  # the floor is a normaliser: constant in backprop (and no sqrt'(0))
-            rms = (x * x * self.weights_l.view(shape)).sum(2).sqrt()
+            rms = mean_square(x, dim=2).sqrt()
         return num / torch.maximum(p[:, :, 0].abs(), (SOFTMAX_FLOOR * rms).clamp_min(1e-16))
 
 

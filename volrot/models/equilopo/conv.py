@@ -38,13 +38,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from volrot.so3.volume import centred_coordinates
 from volrot.so3.wigner import clebsch_gordan, degree_slice, n_coeffs, real_sh
-
-
-def kernel_offsets(size: int = 3) -> torch.Tensor:
-    """Integer offsets (x, y, z) of a size³ kernel in conv3d weight order, shape (size³, 3)."""
-    r = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-    return torch.cartesian_prod(r, r, r)
 
 
 class SO3Conv(nn.Module):
@@ -62,7 +57,7 @@ class SO3Conv(nn.Module):
         self.lin, self.lout, self.filter_lmax, self.kernel_size = lin, lout, filter_lmax, kernel_size
         self.lin_used = min(lin, lout + filter_lmax)
 
-        offsets = kernel_offsets(kernel_size)
+        offsets = centred_coordinates((kernel_size,) * 3, dtype=torch.float64).reshape(-1, 3)  # conv3d weight order
         r2 = (offsets**2).sum(-1).round().long()
         self.shell_radii2 = sorted(set(r2.tolist()))
         sh = [real_sh(l2, offsets) for l2 in range(filter_lmax + 1)]  # (27, 2l2+1)

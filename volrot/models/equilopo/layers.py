@@ -10,7 +10,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from volrot.models.equilopo.activation import as_full_precision, degree_weights, full_precision
+from volrot.models.equilopo.activation import as_full_precision, full_precision
+from volrot.models.symmetric_pool import symmetric_pool_geometry
+from volrot.so3.wigner import mean_square
 
 
 class SE3BatchNorm(nn.Module):
@@ -24,12 +26,11 @@ class SE3BatchNorm(nn.Module):
 
     def __init__(self, channels: int, lmax: int, eps: float = 1e-5, momentum: float = 0.1):
         super().__init__()
-        self.eps, self.momentum = eps, momentum
+        self.lmax, self.eps, self.momentum = lmax, eps, momentum
         self.weight = nn.Parameter(torch.ones(channels))
         self.bias = nn.Parameter(torch.zeros(channels))
         self.register_buffer("running_mean", torch.zeros(channels))
         self.register_buffer("running_var", torch.ones(channels))
-        self.register_buffer("weights_l", degree_weights(lmax), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with full_precision(x):
@@ -38,8 +39,7 @@ class SE3BatchNorm(nn.Module):
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
             mean = x[:, :, 0].mean(dim=(0, 2, 3, 4))
-            w = self.weights_l.view(1, 1, -1, 1, 1, 1)
-            second = (x * x * w).sum(2).mean(dim=(0, 2, 3, 4))
+            second = mean_square(x, dim=2).mean(dim=(0, 2, 3, 4))
             var = second - mean * mean
             with torch.no_grad():
                 self.running_mean.lerp_(mean.detach(), self.momentum)
@@ -72,25 +72,13 @@ class SE3Dropout(nn.Module):
         return f"p={self.p}"
 
 
-def symmetric_pool_geometry(size: int) -> tuple[int, int, int]:
-    """(kernel, stride, padding) halving one axis with windows symmetric about its centre.
-
-    Even n: kernel 2, stride 2 (windows {2i, 2i+1}) -> n/2. Odd n: kernel 3, stride 2,
-    padding 1 (windows centred on 0, 2, …, n−1) -> (n+1)/2; n = 1 is left as is. Under i ↦ n−1−i both window sets
-    map onto themselves, so pooling commutes with every grid rotation of a cubic volume. (The
-    authors' avg_pool3d(2, 2) on 7³ drops the last slice and breaks this.)
-    """
-    if size == 1:
-        return (1, 1, 0)
-    return (2, 2, 0) if size % 2 == 0 else (3, 2, 1)
-
-
 class SymmetricAvgPool(nn.Module):
-    """Spatial average pooling by ~2 that keeps the 24-element cube symmetry (any size)."""
+    """Spatial average pooling by ~2 that keeps the cube symmetry (any size; the geometry of
+    `volrot.models.symmetric_pool`; padding is not counted in the average). (The authors' avg_pool3d(2, 2) on 7³ drops the last slice and breaks the
+    symmetry.)"""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, n, *spatial = x.shape
-        geo = [symmetric_pool_geometry(s) for s in spatial]
-        k, s, p = (tuple(g[i] for g in geo) for i in range(3))
+        k, s, p = zip(*(symmetric_pool_geometry(n) for n in spatial))
         y = F.avg_pool3d(x.reshape(b, c * n, *spatial), k, s, p, count_include_pad=False)
         return y.reshape(b, c, n, *y.shape[-3:])

@@ -29,6 +29,7 @@ from volrot.models.equilopo.activation import GlobalActivation, LocalActivation,
 from volrot.models.equilopo.conv import SO3Conv
 from volrot.models.equilopo.invariants import gram_size, power_spectrum, row_gram
 from volrot.models.equilopo.layers import SE3BatchNorm, SE3Dropout, SymmetricAvgPool
+from volrot.so3.fields import Scalar, SO3Fourier
 from volrot.so3.wigner import n_coeffs
 
 STAGES = {8: (2, 2, 2, 2), 2: (1, 1), 1: (1,)}
@@ -118,6 +119,18 @@ class EquiLoPONet(nn.Module):
         per_channel = 1 + {"softmax": 0, "spectrum": lin + 1, "gram": gram_size(lin)}[head]
         self.head_norm = nn.BatchNorm1d(channels * per_channel) if head_norm else nn.Identity()
         self.fc = nn.Linear(channels * per_channel, num_classes)
+
+    def equivariant_layers(self) -> list:
+        """Convs, batch norms, activations and residual blocks (SO(3)-Fourier fields), and the
+        SoftMax head (invariant scalars per voxel)."""
+        so3, scalar = SO3Fourier(), Scalar()
+        layers = []
+        for name, m in self.named_modules():
+            if isinstance(m, (SO3Conv, SE3BatchNorm, _Act, BasicBlock, SymmetricAvgPool)):
+                layers.append((name, m, so3))
+            elif m is self.softmax:
+                layers.append((name, m, scalar))
+        return layers
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """SO(3)-function features of the last block, `(B, C, N, D', H', W')`."""

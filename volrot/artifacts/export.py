@@ -2,7 +2,7 @@
 
 `export_checkpoint(checkpoint, fmt, out)`:
 
-1. loads the checkpoint (`volrot.load_model`, eval mode, CPU);
+1. loads the checkpoint (`volrot.artifacts.checkpoint.load_checkpoint`, eval mode, CPU);
 2. writes the artifact to a temporary file next to `out`, with a dynamic batch axis:
    - `onnx`: `torch.onnx.export`, input `volume` (B, C, D, H, W), output `logits` (B, K).
      Exporters are tried in order (`exporter="auto"`): the TorchScript-based one
@@ -18,18 +18,19 @@
    model's on random inputs (batch 1 and 3: the batch axis really is dynamic) and on real inputs
    (the recorded dataset's test volumes when they can be read here without writing anything,
    and any `samples` files given, preprocessed as `predict` does). The error is
-   max |Δlogit| and that divided by max |logit|; above `tolerance` (1e-4 relative) the export
-   fails with a `UserError` and nothing is written at `out`;
+   max |Δlogit| and that divided by max |logit|; above `tolerance` (1e-4 relative), or when
+   either model returns NaN or infinity, the export fails with a `UserError` and nothing is
+   written at `out` (a checkpoint whose weights hold NaN is refused when it is loaded);
 4. renames the temporary file onto `out` (atomic: never a half-written artifact).
 
-Metadata (same keys as the checkpoint's, `format: volrot-export`): arch and its config, class
-names, input shape and dtype, dataset description and preprocessing, training recipe and
-metrics, the versions that trained it and an `export` block (format, exporter, opset, volrot
-and torch versions, source checkpoint file name and SHA-256, the tolerance it was checked at).
+Metadata: the checkpoint's model card (`volrot.artifacts.card.ModelCard`) with
+`format: volrot-export` and an `export` block (format, exporter, opset, volrot and torch
+versions, source checkpoint file name and SHA-256, the tolerance it was checked at).
 Metadata is data: no path in it is ever used to write a file.
 
 `load_artifact(path)` loads a TorchScript/pt2 export only after
-`volrot.artifact_safety.check_torch_archive` found nothing in it that could run code on load.
+`volrot.artifacts.safety.check_torch_archive` found nothing in it that could run code on load,
+then parses its card and refuses weights holding NaN or infinity.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from volrot.artifact_safety import EXPORT_FORMAT, EXTRA_NAME, check_torch_archive
+from volrot.artifacts.card import EXPORT, ModelCard
+from volrot.artifacts.safety import EXTRA_NAME, check_torch_archive
 from volrot.errors import UserError
 from volrot.fileio import atomic_write
 
@@ -56,7 +58,6 @@ FORMATS = ("onnx", "torchscript", "pt2")
 ONNX_EXPORTERS = ("torchscript", "dynamo")
 # Exporter paths per format, tried in this order by exporter="auto".
 EXPORTERS = {"onnx": ONNX_EXPORTERS, "torchscript": ("trace",), "pt2": ("export", "export+decompose")}
-EXPORT_FORMAT_VERSION = 1
 DEFAULT_TOLERANCE = 1e-4
 _SUFFIX = {"onnx": ".onnx", "torchscript": ".pt", "pt2": ".pt2"}
 _OPSET = {"torchscript": 17, "dynamo": 18}
@@ -99,18 +100,17 @@ def random_inputs(input_shape: Sequence[int], seed: int = 0) -> list[tuple[str, 
     return [(f"random, batch {b}", torch.randn(b, *input_shape, generator=g)) for b in (1, 3)]
 
 
-def recorded_data_inputs(meta: dict[str, Any], n: int = 4) -> tuple[torch.Tensor | None, str]:
+def recorded_data_inputs(card: ModelCard, n: int = 4) -> tuple[torch.Tensor | None, str]:
     """Up to `n` test volumes of the dataset recorded in the checkpoint, read without writing
     anything (no download, no cache); (None, reason) when that dataset is not available here."""
-    from volrot.config import recorded_data_config
-    from volrot.data import load_data
+    from volrot.engine.checkpoint_data import recorded_bundle
 
+    meta = card.to_dict()
     recipe = meta.get("recipe")
     if not isinstance(recipe, dict) or "data" not in recipe:
         return None, "no training recipe recorded"
     try:
-        data_cfg = recorded_data_config(meta, source="checkpoint", max_samples=n, download=False, cache_dir=None)
-        bundle = load_data(data_cfg)
+        bundle = recorded_bundle(meta, source="checkpoint", max_samples=n, download=False, cache_dir=None)
         ds = bundle.test
         vols = [ds[i][0] for i in range(min(n, len(ds)))]
     except Exception as e:  # the data not being here is not an export error
@@ -120,30 +120,24 @@ def recorded_data_inputs(meta: dict[str, Any], n: int = 4) -> tuple[torch.Tensor
     return torch.stack(vols).float(), f"{bundle.name} test ({len(vols)})"
 
 
-def sample_file_inputs(meta: dict[str, Any], samples: Sequence[str | Path]) -> torch.Tensor | None:
+def sample_file_inputs(card: ModelCard, samples: Sequence[str | Path]) -> torch.Tensor | None:
     if not samples:
         return None
-    from volrot.predict import InputPipeline
+    from volrot.inference.inputs import InputPipeline
 
-    pipeline = InputPipeline(meta)
+    pipeline = InputPipeline(card)
     return torch.from_numpy(np.stack([pipeline.load(Path(s))[0] for s in samples]))
 
 
 # --- metadata ---------------------------------------------------------------------------------------
 
 
-def artifact_metadata(checkpoint_meta: dict[str, Any], export_info: dict[str, Any]) -> dict[str, Any]:
+def artifact_metadata(card: ModelCard, export_info: dict[str, Any]) -> dict[str, Any]:
+    """The export's model card: the checkpoint's, with `format: volrot-export` and an `export` block."""
     import volrot
 
-    meta = {k: v for k, v in checkpoint_meta.items() if k not in ("format", "format_version")}
-    meta.update(
-        {
-            "format": EXPORT_FORMAT,
-            "format_version": EXPORT_FORMAT_VERSION,
-            "export": {**export_info, "volrot_version": volrot.__version__, "torch_version": torch.__version__},
-        }
-    )
-    return meta
+    export = {**export_info, "volrot_version": volrot.__version__, "torch_version": torch.__version__}
+    return card.replace(format=EXPORT, export=export).to_dict()
 
 
 def _sha256(path: Path) -> str:
@@ -176,7 +170,7 @@ def _quiet():
 def _write_onnx(model: nn.Module, example: torch.Tensor, tmp: str, exporter: str, meta: dict[str, Any]) -> None:
     import onnx
 
-    from volrot.onnx_runtime import INPUT_NAME, METADATA_KEY, OUTPUT_NAME
+    from volrot.artifacts.onnx_runtime import INPUT_NAME, METADATA_KEY, OUTPUT_NAME
 
     with _quiet():
         if exporter == "dynamo":
@@ -257,7 +251,7 @@ def _write_pt2(model: nn.Module, example: torch.Tensor, tmp: str, meta: dict[str
 
 def _runner_for(fmt: str, path: str) -> Callable[[torch.Tensor], np.ndarray]:
     if fmt == "onnx":
-        from volrot.onnx_runtime import OnnxSession
+        from volrot.artifacts.onnx_runtime import OnnxSession
 
         session = OnnxSession(path, device="cpu")
         return lambda x: session(x.numpy())
@@ -267,11 +261,11 @@ def _runner_for(fmt: str, path: str) -> Callable[[torch.Tensor], np.ndarray]:
 
 def load_artifact(path: str | Path) -> Callable:
     """Load a volrot TorchScript (.pt) or pt2 export for use in Python: a callable
-    `(B, C, D, H, W) -> logits` with `.volrot_meta`. The archive is checked first
+    `(B, C, D, H, W) -> logits` with `.meta`. The archive is checked first
     (`check_torch_archive`): anything that could run code on load is refused."""
     p = Path(path)
-    meta = check_torch_archive(p)
-    kind = meta.get("export", {}).get("format")
+    card = ModelCard.from_dict(check_torch_archive(p), where=str(p), formats=(EXPORT,))
+    kind = card.export.get("format")
     try:
         with _quiet():
             if kind == "torchscript":
@@ -286,18 +280,27 @@ def load_artifact(path: str | Path) -> Callable:
         raise UserError(f"{p}: cannot load the {kind} archive ({type(e).__name__}: {' '.join(str(e).split())[:160]})") from None
     if isinstance(module, torch.jit.ScriptModule):
         module.eval()
-    wrapper = _Artifact(module, meta)
-    return wrapper
+    from volrot.artifacts.checkpoint import check_finite
+
+    check_finite({**dict(module.named_parameters()), **dict(module.named_buffers())}, str(p))
+    return _Artifact(module, card, p)
 
 
 class _Artifact:
-    def __init__(self, module, meta):
+    def __init__(self, module, card: ModelCard, path: Path):
         self.module = module
-        self.volrot_meta = meta
+        self.card = card
+        self.meta = card.to_dict()
+        self.path = path
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        from volrot.artifacts.onnx_runtime import check_finite_logits
+
         with torch.no_grad():
-            return self.module(x)
+            out = self.module(x)
+        self.card.check_output_width(out.shape[-1], str(self.path))
+        check_finite_logits(out.detach().float().cpu().numpy(), str(self.path))
+        return out
 
 
 # --- export + verify ---------------------------------------------------------------------------------
@@ -306,6 +309,8 @@ class _Artifact:
 def _compare(name: str, eager: np.ndarray, other: np.ndarray) -> Check:
     if other.shape != eager.shape:
         raise UserError(f"exported model returns shape {tuple(other.shape)} on {name}, eager {tuple(eager.shape)}")
+    if not np.isfinite(other).all():  # NaN compares false with any tolerance: say so
+        raise UserError(f"exported model returns NaN or infinity on {name} where the eager model does not")
     diff = float(np.max(np.abs(other.astype(np.float64) - eager.astype(np.float64))))
     scale = float(np.max(np.abs(eager))) or 1.0
     return Check(name, int(eager.shape[0]), diff, diff / scale)
@@ -322,7 +327,7 @@ def export_checkpoint(
     real_data: bool = True,
 ) -> ExportReport:
     """Export `checkpoint` as `fmt` to `out`, verified against the eager model (see module doc)."""
-    from volrot.checkpoint import load_model
+    from volrot.artifacts.checkpoint import load_checkpoint
 
     if fmt not in FORMATS:
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, got '{fmt}'")
@@ -333,23 +338,26 @@ def export_checkpoint(
     if out.is_dir():
         raise UserError(f"--out {out}: is a folder; give a file name, e.g. {out / ('model' + _SUFFIX[fmt])}")
     checkpoint = Path(checkpoint)
-    model = load_model(checkpoint, device="cpu")
-    ck_meta = model.volrot_meta
-    input_shape = [int(s) for s in ck_meta["input"]["shape"]]
+    model, card = load_checkpoint(checkpoint, device="cpu")
+    input_shape = list(card.input_shape)
 
     inputs = random_inputs(input_shape)
     notes: list[str] = []
     if real_data:
-        real, info = recorded_data_inputs(ck_meta)
+        real, info = recorded_data_inputs(card)
         if real is not None:
             inputs.append((f"real: {info}", real))
         else:
             notes.append(f"no real inputs from the training data: {info}")
-    given = sample_file_inputs(ck_meta, samples)
+    given = sample_file_inputs(card, samples)
     if given is not None:
         inputs.append((f"real: {len(samples)} sample file(s)", given))
     with torch.no_grad():
         eager = [(name, x, model(x).float().numpy()) for name, x in inputs]
+    for name, _, ref in eager:
+        card.check_output_width(ref.shape[-1], str(checkpoint))
+        if not np.isfinite(ref).all():
+            raise UserError(f"{checkpoint}: the model returns NaN or infinity on {name}; nothing exported to {out}")
     example = torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(1))
 
     exporters = [exporter] if exporter != "auto" else list(EXPORTERS[fmt])
@@ -362,7 +370,7 @@ def export_checkpoint(
         state: dict[str, Any] = {}
 
         def write(tmp: str, exp=exp, info=info, state=state) -> None:
-            meta = artifact_metadata(ck_meta, {**info, "tolerance": tolerance})
+            meta = artifact_metadata(card, {**info, "tolerance": tolerance})
             try:
                 if fmt == "onnx":
                     _write_onnx(model, example, tmp, exp, meta)
@@ -375,8 +383,8 @@ def export_checkpoint(
             except Exception as e:
                 raise _ExportFailed(f"{exp}: {type(e).__name__}: {' '.join(str(e).split())[:200]}") from e
             state["checks"] = checks
-            worst = max(checks, key=lambda c: c.max_rel)
-            if worst.max_rel > tolerance:
+            worst = max(checks, key=lambda c: (not c.max_rel <= tolerance, c.max_rel))
+            if not worst.max_rel <= tolerance:  # false for NaN as well
                 raise _ExportFailed(
                     f"{exp}: artifact differs from the eager model on {worst.name}: max |Δ| {worst.max_abs:.3g} "
                     f"= {worst.max_rel:.3g} of max |logit| (tolerance {tolerance:g})"
