@@ -112,9 +112,9 @@ def record_run_dir(label: str, run_dir: Path, command: str) -> dict:
 
 
 def _model_params(checkpoint: Path):
-    from volrot.checkpoint import load_model
+    from volrot.artifacts.checkpoint import load_checkpoint
 
-    return list(load_model(checkpoint).parameters())
+    return list(load_checkpoint(checkpoint)[0].parameters())
 
 
 def results_path(data: str) -> Path:
