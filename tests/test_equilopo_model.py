@@ -53,7 +53,7 @@ def test_registered_with_options():
     entry = get_entry("equilopo")
     symmetry = entry.symmetry_of()
     assert (symmetry.name, symmetry.group.order, symmetry.continuous) == ("SO(3)", 24, True)
-    assert set(entry.defaults) == {"blocks", "activation", "channels", "lmax", "filter_lmax", "coefficients", "dropout"}
+    assert set(entry.defaults) == {"blocks", "activation", "channels", "lmax", "filter_lmax", "coefficients", "dropout", "head", "head_norm", "lift_lmax", "init_pool"}
     model = create_model("equilopo", num_classes=2, channels=1, blocks=1)
     assert model(torch.randn(2, 1, 5, 5, 5)).shape == (2, 2)
 

@@ -8,7 +8,11 @@ Layout (research/equilopo.md §2.1), `C = channels` everywhere, L = `lmax`, L_f 
   stage after the first halves the volume (`SymmetricAvgPool`) after its first activation;
 * basic block: conv -> L · BN · dropout · act · [pool] · conv -> L · BN · + shortcut (block input
   truncated to degree L, pooled if needed) · dropout · act;
-* head: SO(3) SoftMax per (channel, voxel) -> spatial mean -> Linear(C, classes).
+* head (`head: softmax`, the paper's): SO(3) SoftMax per (channel, voxel) -> spatial mean ->
+  Linear(C, classes). `spectrum` and `gram` hand the classifier more invariants per channel
+  (`EquiLoPONet.invariants`); `head_norm` standardises the pooled invariants first
+  (BatchNorm1d); `lift_lmax` sets the lifting conv's output degree (paper: L + 1);
+  `init_pool` halves the volume after the init block (the blocks then run at half size).
 
 With ``activation: local`` every activation doubles the degree (L -> 2L); with ``global`` the
 sigmoid-gate activation keeps it. For a 28³ input the 8-block model runs at 28, 14, 7 and 4
@@ -23,11 +27,13 @@ import torch.nn as nn
 
 from volrot.models.equilopo.activation import GlobalActivation, LocalActivation, SO3SoftMax
 from volrot.models.equilopo.conv import SO3Conv
+from volrot.models.equilopo.invariants import gram_size, power_spectrum, row_gram
 from volrot.models.equilopo.layers import SE3BatchNorm, SE3Dropout, SymmetricAvgPool
 from volrot.so3.fields import Scalar, SO3Fourier
 from volrot.so3.wigner import n_coeffs
 
 STAGES = {8: (2, 2, 2, 2), 2: (1, 1), 1: (1,)}
+HEADS = ("softmax", "spectrum", "gram")
 
 
 class _Act(nn.Module):
@@ -81,10 +87,14 @@ class EquiLoPONet(nn.Module):
         filter_lmax: int = 2,
         coefficients: str = "adaptive",
         dropout: float = 0.0,
+        head: str = "softmax",
+        head_norm: bool = False,
+        lift_lmax: int | None = None,
+        init_pool: bool = False,
     ):
         super().__init__()
         kind = activation
-        lift_l = lmax + 1
+        lift_l = lmax + 1 if lift_lmax is None else lift_lmax
         self.lift = SO3Conv(in_channels, channels, 0, lift_l, filter_lmax)
         self.bn0 = SE3BatchNorm(channels, lift_l)
         self.conv0 = SO3Conv(channels, channels, 2 * lift_l if kind == "local" else lift_l, lmax, filter_lmax)
@@ -92,6 +102,7 @@ class EquiLoPONet(nn.Module):
         self.act0 = _Act(kind, channels, lift_l, coefficients, keep=self.conv0.lin_used)
         self.bn1 = SE3BatchNorm(channels, lmax)
         self.act1 = _Act(kind, channels, lmax, coefficients)
+        self.init_pool = SymmetricAvgPool() if init_pool else nn.Identity()
         layers = []
         lin = self.act1.lout
         for stage, count in enumerate(STAGES[blocks]):
@@ -100,8 +111,14 @@ class EquiLoPONet(nn.Module):
                 layers.append(block)
                 lin = block.lout
         self.blocks = nn.Sequential(*layers)
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+        # head (names kept from the paper head: `softmax`, `fc`, so its checkpoints still load)
+        self.head, self.head_lmax = head, lin
         self.softmax = SO3SoftMax(lin, coefficients)
-        self.fc = nn.Linear(channels, num_classes)
+        per_channel = 1 + {"softmax": 0, "spectrum": lin + 1, "gram": gram_size(lin)}[head]
+        self.head_norm = nn.BatchNorm1d(channels * per_channel) if head_norm else nn.Identity()
+        self.fc = nn.Linear(channels * per_channel, num_classes)
 
     def equivariant_layers(self) -> list:
         """Convs, batch norms, activations and residual blocks (SO(3)-Fourier fields), and the
@@ -109,7 +126,7 @@ class EquiLoPONet(nn.Module):
         so3, scalar = SO3Fourier(), Scalar()
         layers = []
         for name, m in self.named_modules():
-            if isinstance(m, (SO3Conv, SE3BatchNorm, _Act, BasicBlock)):
+            if isinstance(m, (SO3Conv, SE3BatchNorm, _Act, BasicBlock, SymmetricAvgPool)):
                 layers.append((name, m, so3))
             elif m is self.softmax:
                 layers.append((name, m, scalar))
@@ -119,12 +136,28 @@ class EquiLoPONet(nn.Module):
         """SO(3)-function features of the last block, `(B, C, N, D', H', W')`."""
         x = x.unsqueeze(2)
         x = self.act0(self.bn0(self.lift(x)))
-        x = self.act1(self.bn1(self.conv0(x)))
+        x = self.init_pool(self.act1(self.bn1(self.conv0(x))))
         return self.blocks(x)
 
+    def invariants(self, features: torch.Tensor) -> torch.Tensor:
+        """Per-voxel rotation invariants `(B, F, D', H', W')` handed to the classifier.
+
+        * ``softmax`` (paper, App. J.1): the SO(3) SoftMax of each channel, F = C.
+        * ``spectrum``: the SoftMax plus each channel's power spectrum (f⁰ and the RMS of every
+          degree l = 1..L of the last features), F = C·(L + 2).
+        * ``gram``: the SoftMax plus each channel's row Gram matrices f^l (f^l)ᵀ/(2l+1) (upper
+          triangles), F = C·(1 + Σ_l (2l+1)(l+1)).
+        """
+        parts = [self.softmax(features).unsqueeze(2)]
+        if self.head == "spectrum":
+            parts.append(power_spectrum(features, self.head_lmax))
+        elif self.head == "gram":
+            parts.append(row_gram(features, self.head_lmax))
+        return torch.cat(parts, 2).flatten(1, 2)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        inv = self.softmax(self.features(x))  # (B, C, D', H', W'), rotation-invariant per voxel
-        return self.fc(inv.mean(dim=(2, 3, 4)))
+        # spatial mean of the invariants; `head_norm` (BatchNorm1d on these scalars) keeps invariance
+        return self.fc(self.head_norm(self.invariants(self.features(x)).mean(dim=(2, 3, 4))))
 
 
 def live_parameter_count(model: nn.Module) -> int:
