@@ -33,7 +33,8 @@ BUILTIN: dict[str, CatalogEntry] = {
             "EquiLoPO ResNet: SO(3)-Fourier group convs, local polynomial ReLU on SO(3), invariant logits",
             "SO(3) (exact: O, 24 grid elements)",
             {"blocks": 8, "activation": "local", "channels": 4, "lmax": 1, "filter_lmax": 2,
-             "coefficients": "adaptive", "dropout": 0.0},  # fmt: skip
+             "coefficients": "adaptive", "dropout": 0.0, "head": "softmax", "head_norm": False,
+             "lift_lmax": None, "init_pool": False},  # fmt: skip
         ),
         CatalogEntry(
             "gcnn",
