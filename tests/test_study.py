@@ -290,3 +290,13 @@ def test_changed_eval_options_make_a_cell_stale_but_spelled_out_defaults_do_not(
     assert eval_is_current(same)  # the defaults, written out
     other = plan_cells(tiny_spec(eval={**TINY["eval"], "n": 3}), full)[0]
     assert not eval_is_current(other)
+
+
+def test_changed_eval_options_re_evaluate_in_place(full_study, tmp_path):
+    full, _ = full_study
+    out = tmp_path / "re-eval"
+    shutil.copytree(full, out)
+    spec = tiny_spec(eval={**TINY["eval"], "n": 3})
+    run = run_study(spec, out, progress=False)
+    assert set(run.actions.values()) == {"evaluated"}  # no retraining; the old report is replaced
+    assert all(_report(out / name)["protocols"]["haar"]["count"] == 3 for name in run.actions)

@@ -136,7 +136,8 @@ def _run_cell(cell: Cell, state: str, label: str, progress: bool, console) -> st
     console.print(f"{label}: rotated evaluation ({', '.join(protocols) if isinstance(protocols, list) else protocols})", highlight=False, soft_wrap=True)
     folder = cell.run_dir / EVAL_DIR
     (folder / EVAL_OPTIONS).unlink(missing_ok=True)  # the marker goes last: a crash leaves no stale one
-    report, _ = evaluate_checkpoint(cell.run_dir / "best.safetensors", out=folder, progress=progress, **cell.eval)
+    # the study owns the folder: a stale evaluation in it is replaced (force)
+    report, _ = evaluate_checkpoint(cell.run_dir / "best.safetensors", out=folder, force=True, progress=progress, **cell.eval)
     atomic_write_text(folder / EVAL_OPTIONS, json.dumps(comparable_eval_options(cell.eval), indent=2, sort_keys=True, default=str))
     summary = ", ".join(
         f"{name} {s['acc_mean']:.3f}" for name, s in report.protocols.items() if s.get("acc_mean") is not None

@@ -52,7 +52,7 @@ STUDY_KEYS = ("name", "description", "data", "eval", "seeds", "optim", "train", 
 ENTRY_KEYS = ("name", "description", "recipe", "model", "optim", "train")
 STUDY_OWNED_TRAIN_KEYS = ("seed", "out", "name")
 #: evaluate_checkpoint parameters the study sets itself (not allowed in `eval`)
-_EVAL_OWNED = ("checkpoint", "data", "root", "out", "progress")
+_EVAL_OWNED = ("checkpoint", "data", "root", "out", "progress", "force")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
