@@ -300,3 +300,16 @@ def test_changed_eval_options_re_evaluate_in_place(full_study, tmp_path):
     run = run_study(spec, out, progress=False)
     assert set(run.actions.values()) == {"evaluated"}  # no retraining; the old report is replaced
     assert all(_report(out / name)["protocols"]["haar"]["count"] == 3 for name in run.actions)
+def test_a_recipe_key_added_to_volrot_later_counts_at_its_default():
+    from volrot.study.spec import recipe_difference
+
+    old_folder = {"model": {"arch": "equilopo", "blocks": 1}, "data": {"name": "shapes"}, "train": {"epochs": 2}}
+    study = {
+        "model": {"arch": "equilopo", "blocks": 1, "head": "softmax"},
+        "data": {"name": "shapes", "allow_duplicates": False},
+        "train": {"epochs": 2, "threads": 1},
+    }
+    assert recipe_difference(study, old_folder) is None
+    changed = {**study, "model": {**study["model"], "head": "gram"}}
+    assert "model.head" in recipe_difference(changed, old_folder)
+    assert "data.allow_duplicates" in recipe_difference({**study, "data": {"name": "shapes", "allow_duplicates": True}}, old_folder)

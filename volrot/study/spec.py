@@ -353,15 +353,31 @@ def eval_options(spec: StudySpec, recipe) -> dict[str, Any]:
 
 def recipe_difference(expected: dict[str, Any], found: dict[str, Any]) -> str | None:
     """The first recipe key (section.key) whose value differs, ignoring where/how it runs."""
-    ignore = {("train", "out"), ("train", "device"), ("train", "num_workers")}
+    ignore = {("train", "out"), ("train", "device"), ("train", "num_workers"), ("train", "threads")}
     for section in sorted(set(expected) | set(found)):
         a, b = expected.get(section) or {}, found.get(section) or {}
         for key in sorted(set(a) | set(b)):
             if (section, key) in ignore:
                 continue
+            if key not in b and _norm(a.get(key)) == _norm(_default(section, key, a.get("arch") or b.get("arch"))):
+                continue  # a key volrot gained after the cell was trained, at its default
             if _norm(a.get(key)) != _norm(b.get(key)):
                 return f"{section}.{key}: {b.get(key)!r} in the folder, {a.get(key)!r} in the study"
     return None
+
+
+_NO_DEFAULT = object()
+
+
+def _default(section: str, key: str, arch: str | None) -> Any:
+    """The value a recipe key has when it is not written (model options: the arch's default)."""
+    from volrot.config import recipe_from_dict
+
+    if section == "model":
+        from volrot.models.catalog import catalog_entry
+
+        return catalog_entry(arch).defaults.get(key, _NO_DEFAULT) if arch else _NO_DEFAULT
+    return (recipe_from_dict({}).to_dict().get(section) or {}).get(key, _NO_DEFAULT)
 
 
 def _norm(v: Any) -> Any:
