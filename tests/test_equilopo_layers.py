@@ -141,7 +141,7 @@ def test_conv_factorised_form_equals_dense(factorize_from, monkeypatch):
 
 def test_conv_counts_live_and_paper_weights():
     conv = SO3Conv(4, 4, 2, 1, filter_lmax=2)
-    assert conv.paper_weight_count == 16 * 1260  # research/equilopo.md §2.2
+    assert conv.paper_weight_count == 16 * 1260  # docs/equilopo-math.md §2.2
     # live (l1, l2, l3, shell) blocks: Σ (2l1+1)(2l3+1)·shells over the selection rule
     assert conv.live_weight_count == 16 * 217
     assert SO3Conv(4, 4, 4, 1).paper_weight_count == 16 * 5940

@@ -67,7 +67,7 @@ def test_bad_options_are_user_errors(opts):
         create_model("equilopo", num_classes=2, **opts)
 
 
-# research/equilopo.md §2.2: the authors' counts (trainable coefficients; 417,898 is their
+# docs/equilopo-math.md §2.2: the authors' counts (trainable coefficients; 417,898 is their
 # code's count for adaptive/constant coefficients, which have no θ).
 PAPER_COUNTS = [
     (dict(blocks=8, activation="local", coefficients="adaptive"), 2, 417_898),

@@ -1,6 +1,6 @@
 """What EquiLoPO's SO(3) nonlinearities do, measured with forward hooks (the model is unchanged).
 
-Per **local activation** (`LocalActivation`, research/equilopo.md §1.4) the hook sees the input
+Per **local activation** (`LocalActivation`, docs/equilopo-math.md §1.4) the hook sees the input
 coefficients f `(B, C, N_L, D, H, W)` and the output coefficients σ(f) `(B, C, N_keep, ...)`.
 
 * Over *all* functions (every sample, channel and voxel): μ = f⁰ (the SO(3) mean) and

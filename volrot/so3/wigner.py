@@ -1,6 +1,6 @@
 """Real Wigner-D matrices, Clebsch–Gordan coefficients and spherical harmonics (on `e3nn.o3`).
 
-Conventions (used by every SO(3)-Fourier model in volrot, see research/equilopo.md §1.1):
+Conventions (used by every SO(3)-Fourier model in volrot, see docs/equilopo-math.md §1.1):
 
 * Frame: vectors are (x, y, z) = the tensor axes (D, H, W) of a volume (`volrot.so3.volume`).
 * `real_sh(l, xyz)`: e3nn's real spherical harmonics, **orthonormal on the sphere**
@@ -251,7 +251,7 @@ class SO3Resampler:
 
 
 def paper_sh(l: int, xyz: torch.Tensor) -> torch.Tensor:
-    """The authors' real SH (research/equilopo.md §1.1), float64, orthonormal on the sphere.
+    """The authors' real SH (docs/equilopo-math.md §1.1), float64, orthonormal on the sphere.
 
     Polar axis z, φ = atan2(y, x), Condon–Shortley phase included (Y_{1,−1} ∝ −y, Y_{1,0} ∝ z,
     Y_{1,1} ∝ −x); index l+m holds √2 N P_l^m(cos θ) cos(mφ), index l−m the sin(mφ) term.

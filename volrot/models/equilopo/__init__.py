@@ -2,7 +2,7 @@
 
 Zhemchuzhnikov & Grudinin, "On the Fourier analysis in the SO(3) space: the EquiLoPO
 Network", ICLR 2025. Math, conventions and the authors' configuration:
-research/equilopo.md. Registered as ``equilopo``: declares SO(3) (exact on the 24 grid
+docs/equilopo-math.md. Registered as ``equilopo``: declares SO(3) (exact on the 24 grid
 rotations), its layers SO(3)-Fourier fields (`EquiLoPONet.equivariant_layers`).
 """
 

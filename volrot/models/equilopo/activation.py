@@ -1,6 +1,6 @@
 """Nonlinearities on SO(3) functions: local polynomial ReLU, SO(3) SoftMax, global gate.
 
-Local activation (research/equilopo.md §1.4): σ(f)(Q) = n·P(f(Q)/n) pointwise on SO(3), with
+Local activation (docs/equilopo-math.md §1.4): σ(f)(Q) = n·P(f(Q)/n) pointwise on SO(3), with
 P(y) = c0 + c1 y + c2 y². The result is band-limited to degree 2L (degree doubling). The
 normaliser n and the adaptive coefficients are computed per (sample, channel, voxel) and are
 constants in backprop (detached), as in the authors' code.

@@ -2,7 +2,7 @@
 
 Features are SO(3) functions per voxel: `(B, C, N_L, D, H, W)` (see `volrot.so3.wigner`).
 For input degree l1, filter spatial degree l2 (≤ `filter_lmax`) and output degree l3
-(|l1−l2| ≤ l3 ≤ l1+l2, l3 ≤ L_out), the layer computes (research/equilopo.md §1.2)
+(|l1−l2| ≤ l3 ≤ l1+l2, l3 ≤ L_out), the layer computes (docs/equilopo-math.md §1.2)
 
     h^{l3}_{o;dn}(Δ) = Σ_{i,l1,l2,p} Σ_s A^{l1l2l3,p}_{oi;sd} Σ_{x∈3³} χ_p(x) Σ_a B^{l1l2l3}_{an}(x) f^{l1}_{i;sa}(Δ+x),
     B^{l1l2l3}_{an}(x) = Σ_m C^{l1l2l3}_{amn} Y_{l2m}(x/|x|),

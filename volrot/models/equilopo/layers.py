@@ -1,7 +1,7 @@
 """Linear layers on SO(3)-function fields `(B, C, N_L, D, H, W)`: batch norm, dropout, pooling.
 
 All of them commute with rotations (input volume by a grid rotation R, coefficients
-f^l ↦ f^l D^l(R)ᵀ), see research/equilopo.md §1.7.
+f^l ↦ f^l D^l(R)ᵀ), see docs/equilopo-math.md §1.7.
 """
 
 from __future__ import annotations

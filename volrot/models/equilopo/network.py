@@ -1,6 +1,6 @@
 """EquiLoPO ResNets (`ELPOResNet18` and its 2- and 1-block versions) on SO(3)-function features.
 
-Layout (research/equilopo.md §2.1), `C = channels` everywhere, L = `lmax`, L_f = `filter_lmax`:
+Layout (docs/equilopo-math.md §2.1), `C = channels` everywhere, L = `lmax`, L_f = `filter_lmax`:
 
 * input `(B, C_in, D, H, W)` -> `(B, C_in, 1, D, H, W)` (degree 0: constant on SO(3));
 * init block: lift conv 0 -> L+1 · BN · act · conv -> L · BN · act;
