@@ -20,7 +20,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-AUTHORS=""; ROOT="${VOLROT_MEDMNIST_ROOT:-}"; DATA="adrenal"; OUT=""; TRAIN_S=80; TINY=0
+AUTHORS=""; ROOT="${VOLROT_MEDMNIST_ROOT:-}"; DATA="adrenal"; OUT=""; TRAIN_S=""; TINY=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --authors-src) AUTHORS="$2"; shift 2 ;;
@@ -32,6 +32,8 @@ while [ $# -gt 0 ]; do
     *) echo "gpu_campaign.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
+# the GPU run is time-boxed; --tiny checks that every step works, so it waits for its one epoch
+TRAIN_S="${TRAIN_S:-$([ "$TINY" = 1 ] && echo 900 || echo 80)}"
 if [ -z "$ROOT" ]; then
   for cand in shared/data/medmnist ../shared/data/medmnist; do
     [ -f "$cand/adrenalmnist3d.npz" ] && ROOT="$cand" && break
