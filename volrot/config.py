@@ -229,14 +229,19 @@ def resolve_recipe_path(path: str | Path) -> Path:
     raise UserError(f"recipe file not found: {p} (shipped recipes: {', '.join(shipped_recipes())})")
 
 
-def load_recipe_file(path: str | Path) -> dict[str, Any]:
-    p = resolve_recipe_path(path)
+def read_yaml(p: Path) -> Any:
+    """A YAML file's content (safe loader, UTF-8); invalid YAML is a `UserError` naming the line."""
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+        return yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
         raise UserError(f"{p}: not valid YAML{where}") from None
+
+
+def load_recipe_file(path: str | Path) -> dict[str, Any]:
+    p = resolve_recipe_path(path)
+    raw = read_yaml(p)
     if raw is None:
         return {}
     if not isinstance(raw, dict):

@@ -24,7 +24,7 @@ import torch.nn as nn
 
 from volrot.artifacts.card import CHECKPOINT, ModelCard, data_description
 from volrot.errors import UserError
-from volrot.fileio import atomic_write, atomic_write_text  # noqa: F401  (re-exported)
+from volrot.fileio import atomic_write
 
 FORMAT = CHECKPOINT
 FORMAT_VERSION = 2  # the model card's schema version (1: volrot 0.1, converted on load)

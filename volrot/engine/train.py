@@ -38,7 +38,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from volrot.artifacts.checkpoint import atomic_write_text, checkpoint_metadata, read_tensors, save_checkpoint, save_tensors
+from volrot.artifacts.checkpoint import checkpoint_metadata, read_tensors, save_checkpoint, save_tensors
 from volrot.config import Recipe
 from volrot.data import DataBundle, load_data
 from volrot.device import autocast, resolve_device, use_threads
@@ -52,6 +52,7 @@ from volrot.engine.run_folder import RunFolder, create_run_folder, os_failure
 from volrot.engine.train_log import EpochLog
 from volrot.progress import TaskProgress
 from volrot.errors import UserError
+from volrot.fileio import atomic_write_text
 from volrot.models import count_parameters, create_model
 
 

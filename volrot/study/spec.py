@@ -135,15 +135,10 @@ def load_study(path: str | Path, sets: list[str] | tuple[str, ...] = ()) -> Stud
     `sets`: `section.key=value` overrides of the study's data/eval/optim/train sections (as
     `volrot train --set`), e.g. `data.root=/data/medmnist` or `train.device=cuda`.
     """
-    from volrot.config import apply_override
+    from volrot.config import apply_override, read_yaml
 
     p = resolve_study_path(path)
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise UserError(f"{p}: not valid YAML{where}") from None
+    raw = read_yaml(p)
     if isinstance(raw, dict):
         for assignment in sets:
             section = assignment.partition("=")[0].strip().split(".")[0]
