@@ -310,3 +310,33 @@ def test_harness_rejects_a_wrong_field_law():
     model.equivariant_layers = lambda: wrong
     errors = layer_equivariance_errors(model, volume(1, 8, seed=11), cube_group("D4")[1])
     assert min(errors.values()) > CONTROL_ERROR, errors
+
+
+def test_prediction_first_then_training_in_one_process():
+    """Module-level caches (bases, weights) filled first under `torch.inference_mode` (a script
+    that predicts, then trains) must not hand inference tensors to autograd: a fresh process
+    runs every arch's first forward under inference_mode, then trains each."""
+    import subprocess
+    import sys
+
+    cases = {arch: configs[0] for arch, configs in CONFIGS.items()}
+    code = f"""
+import torch
+from volrot.models import create_model
+cases = {cases!r}
+models = {{}}
+for arch, (opts, size) in cases.items():
+    torch.manual_seed(0)
+    m = create_model(arch, num_classes=3, in_channels=1, **opts).eval()
+    with torch.inference_mode():
+        m(torch.randn(2, 1, size, size, size))
+    models[arch] = (m, size)
+for arch, (m, size) in models.items():
+    m.train()
+    m(torch.randn(2, 1, size, size, size)).sum().backward()
+    create_model(arch, num_classes=3, in_channels=1, **cases[arch][0])(torch.randn(2, 1, size, size, size)).sum().backward()
+print("ok", len(models))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == f"ok {len(cases)}"

@@ -71,7 +71,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     augment: str = "none"  # none | so3 | octahedral | resample
-    amp: bool = True  # mixed precision on CUDA (ignored on CPU)
+    amp: bool = True  # bf16 mixed precision on CUDA (on the CPU only with cpu_amp)
+    cpu_amp: bool = False  # bf16 autocast on the CPU too (AMX/AVX512-BF16 CPUs; docs/benchmarks.md)
     num_workers: int = 0
     out: str = "runs"
     name: str | None = None  # run folder name; default <arch>-<data>-<timestamp>

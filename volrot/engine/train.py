@@ -327,7 +327,7 @@ def _train(recipe, device, ctx, point, progress, stop_after_epoch, console, clai
                 for x, y in loader:
                     x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                     x = augment_batch(x, t_cfg.augment)
-                    with autocast(device, t_cfg.amp):
+                    with autocast(device, t_cfg.amp, cpu=t_cfg.cpu_amp):
                         logits = net(x)
                     loss = F.cross_entropy(logits.float(), y)
                     optimizer.zero_grad(set_to_none=True)

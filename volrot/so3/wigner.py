@@ -155,9 +155,11 @@ def rotate_coefficients(coeffs: torch.Tensor, lmax: int, rotation, dim: int = -1
 
 @functools.lru_cache(maxsize=None)
 def _degree_weights(lmax: int, from_degree: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    w = 1.0 / (2.0 * degree_of_coefficient(lmax).to(torch.float64) + 1.0)
-    w[: degree_offset(from_degree)] = 0.0
-    return w.to(device=device, dtype=dtype)
+    with torch.inference_mode(False):  # cached: a first call under inference_mode must not make
+        # an inference tensor that later autograd (training after prediction) cannot save
+        w = 1.0 / (2.0 * degree_of_coefficient(lmax).to(torch.float64) + 1.0)
+        w[: degree_offset(from_degree)] = 0.0
+        return w.to(device=device, dtype=dtype)
 
 
 def degree_weights(lmax: int, from_degree: int = 0, *, dtype=torch.float32, device=None) -> torch.Tensor:

@@ -27,6 +27,7 @@ import math
 import torch
 import torch.nn as nn
 
+from volrot.models.equilopo.layout import from_rows, so3_last, to_rows
 from volrot.so3.wigner import SO3Resampler, mean_square, n_coeffs
 
 COEFFICIENT_TYPES = ("adaptive", "constant", "trainable")
@@ -64,8 +65,8 @@ def adaptive_coefficients(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, 
 
 def _polynomial_on_so3(x, n, c0, c1, c2, S, A):
     """The forward of `_PolynomialOnSO3` (plain tensor ops; used directly without autograd, so
-    that tracing/export sees no custom Function)."""
-    out = torch.matmul(A, torch.matmul(S, x).square_())
+    that tracing/export sees no custom Function). x: rows (R, N); n, c0..c2: (R, 1) or scalars."""
+    out = torch.matmul(torch.matmul(x, S.T).square_(), A.T)
     out.mul_(c2 / n)
     m = min(x.shape[1], out.shape[1])
     out[:, :m].addcmul_(x[:, :m], c1)
@@ -74,12 +75,13 @@ def _polynomial_on_so3(x, n, c0, c1, c2, S, A):
 
 
 class _PolynomialOnSO3(torch.autograd.Function):
-    """out = A·(n c0 + c1 v + (c2/n) v²) with v = S·x, per column of x (B·C, N, V).
+    """out = (n c0 + c1 v + (c2/n) v²)·Aᵀ with v = x·Sᵀ, per row of x (R, N): one SO(3)
+    function per row (`volrot.models.equilopo.layout.to_rows`).
 
     A·S = I on degree ≤ L and A·1 = e_0 (the constant function), and n, c0..c2 are constant
     over the K sample rotations, so this is computed as
 
-        out = (c2/n)·A(v∘v) + c1·x (padded) + n c0·e_0,
+        out = (c2/n)·(v∘v)Aᵀ + c1·x (padded) + n c0·e_0,
 
     i.e. only one elementwise pass over the K values. Saves x and the per-function scalars;
     v is recomputed in backward (one small matmul). n is a constant; c0..c2 get gradients only
@@ -98,9 +100,9 @@ class _PolynomialOnSO3(torch.autograd.Function):
         m = min(x.shape[1], g.shape[1])
         grads = [None] * 7
         if ctx.needs_input_grad[0]:
-            gp = torch.matmul(A.T, g * q)
-            gp.mul_(torch.matmul(S, x))
-            gx = torch.matmul(2 * S.T, gp)
+            gp = torch.matmul(g * q, A)
+            gp.mul_(torch.matmul(x, S.T))
+            gx = torch.matmul(gp, 2 * S)
             gx[:, :m].addcmul_(g[:, :m], c1)
             grads[0] = gx
         if ctx.needs_input_grad[2]:
@@ -108,7 +110,7 @@ class _PolynomialOnSO3(torch.autograd.Function):
         if ctx.needs_input_grad[3]:
             grads[3] = (g[:, :m] * x[:, :m]).sum().reshape(c1.shape)
         if ctx.needs_input_grad[4]:
-            u = torch.matmul(A, torch.matmul(S, x).square_())
+            u = torch.matmul(torch.matmul(x, S.T).square_(), A.T)
             grads[4] = (g * u / n).sum().reshape(c2.shape)
         return tuple(grads)
 
@@ -165,13 +167,13 @@ class LocalActivation(nn.Module):
             return self._forward(as_full_precision(x))
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = so3_last(x)
         n, (c0, c1, c2) = self.polynomial(x)
         if self.fused:
-            b, c, N, *spatial = x.shape
-            flat = lambda t: t.reshape(b * c, 1, -1) if t.dim() else t  # noqa: E731
-            args = (x.reshape(b * c, N, -1), flat(n), flat(c0), flat(c1), flat(c2), self.sample, self.analysis)
+            rows = lambda t: to_rows(t) if t.dim() else t  # noqa: E731
+            args = (to_rows(x), rows(n), rows(c0), rows(c1), rows(c2), self.sample, self.analysis)
             out = _PolynomialOnSO3.apply(*args) if torch.is_grad_enabled() else _polynomial_on_so3(*args)
-            return out.reshape(b, c, -1, *spatial)
+            return from_rows(out, x)
         return self.reference(x, n, (c0, c1, c2))
 
     def reference(self, x, n, c):

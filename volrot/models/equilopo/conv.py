@@ -32,12 +32,15 @@ are skipped (the input may already be truncated to degree `lin_used`).
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from volrot.models.equilopo.layout import as_conv_input, from_conv_output
+from volrot.models.equilopo.activation import as_full_precision, full_precision
 from volrot.so3.volume import centred_coordinates
 from volrot.so3.wigner import clebsch_gordan, degree_slice, n_coeffs, real_sh
 
@@ -105,6 +108,14 @@ class SO3Conv(nn.Module):
     #: channels; the factorised conv3d has 2l3+1 outputs), see changes/equilopo.md.
     factorize_from: int | None = None
 
+    #: under bf16 autocast, the conv runs in bf16 only on volumes of at least this many voxels
+    #: (per sample; 20³). bf16 rounds every output to 8 significant bits, differently for rotated
+    #: copies of an input; the invariant head averages that rounding away over many voxels, but
+    #: not over a few. Measured (8 blocks, 28³, untrained, docs/benchmarks.md): every conv in
+    #: bf16 gives a logit invariance error of 3.1e-4; bf16 at 28³ only (the 14³…4³ stages, an
+    #: eighth of the conv cost, in fp32) 1.3e-5. Without autocast everything is fp32.
+    bf16_min_voxels: int = 8000
+
     def kernel(self, lin: int | None = None) -> torch.Tensor:
         """The dense conv3d kernel `(C_out·N_out, C_in·N_lin, k, k, k)` for input degrees ≤ `lin`
         (default: all used degrees)."""
@@ -134,9 +145,13 @@ class SO3Conv(nn.Module):
         pad = self.kernel_size // 2
         dense_lin = self.lin_used if self.factorize_from is None else min(self.lin_used, self.factorize_from - 1)
         if dense_lin >= 0:
-            xd = x[:, :, : n_coeffs(dense_lin)].reshape(b, -1, *spatial)
-            y = F.conv3d(xd, self.kernel(dense_lin), padding=pad)
-            y = y.reshape(b, self.out_channels, n_coeffs(self.lout), *y.shape[-3:])
+            xd = as_conv_input(x[:, :, : n_coeffs(dense_lin)])
+            with full_precision(x):  # the kernel is built in fp32 (its CG structure carries the equivariance)
+                kern = self.kernel(dense_lin)
+            low = math.prod(spatial) >= self.bf16_min_voxels
+            with contextlib.nullcontext() if low else full_precision(x):
+                y = F.conv3d(xd if low else as_full_precision(xd), kern, padding=pad)
+            y = from_conv_output(y, self.out_channels)
         else:
             y = x.new_zeros(b, self.out_channels, n_coeffs(self.lout), *spatial)
         for l1 in range(dense_lin + 1, self.lin_used + 1):

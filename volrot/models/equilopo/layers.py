@@ -11,6 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from volrot.models.equilopo.activation import as_full_precision, full_precision
+from volrot.models.equilopo.layout import as_conv_input, from_conv_output
 from volrot.models.symmetric_pool import symmetric_pool_geometry
 from volrot.so3.wigner import mean_square
 
@@ -78,7 +79,6 @@ class SymmetricAvgPool(nn.Module):
     symmetry.)"""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, n, *spatial = x.shape
-        k, s, p = zip(*(symmetric_pool_geometry(n) for n in spatial))
-        y = F.avg_pool3d(x.reshape(b, c * n, *spatial), k, s, p, count_include_pad=False)
-        return y.reshape(b, c, n, *y.shape[-3:])
+        k, s, p = zip(*(symmetric_pool_geometry(n) for n in x.shape[3:]))
+        y = F.avg_pool3d(as_conv_input(x), k, s, p, count_include_pad=False)
+        return from_conv_output(y, x.shape[1])

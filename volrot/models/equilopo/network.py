@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from volrot.models.equilopo.activation import GlobalActivation, LocalActivation, SO3SoftMax
+from volrot.models.equilopo.activation import GlobalActivation, LocalActivation, SO3SoftMax, as_full_precision, full_precision
 from volrot.models.equilopo.conv import SO3Conv
 from volrot.models.equilopo.invariants import gram_size, power_spectrum, row_gram
 from volrot.models.equilopo.layers import SE3BatchNorm, SE3Dropout, SymmetricAvgPool
@@ -156,8 +156,13 @@ class EquiLoPONet(nn.Module):
         return torch.cat(parts, 2).flatten(1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # spatial mean of the invariants; `head_norm` (BatchNorm1d on these scalars) keeps invariance
-        return self.fc(self.head_norm(self.invariants(self.features(x)).mean(dim=(2, 3, 4))))
+        features = self.features(x)
+        # spatial mean of the invariants; `head_norm` (BatchNorm1d on these scalars) keeps
+        # invariance. The head runs in fp32 under autocast: bf16 logits (8 significant bits)
+        # would round rotated copies of an input to different values.
+        with full_precision(features):
+            pooled = self.invariants(as_full_precision(features)).mean(dim=(2, 3, 4))
+            return self.fc(self.head_norm(pooled))
 
 
 def live_parameter_count(model: nn.Module) -> int:
