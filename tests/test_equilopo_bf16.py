@@ -105,3 +105,27 @@ def test_train_cpu_amp_runs_the_convs_in_bf16(tmp_path, monkeypatch, cpu_amp):
     from safetensors.torch import load_file
 
     assert all(t.dtype == torch.float32 for t in load_file(result.best_checkpoint).values() if t.is_floating_point())
+
+
+@pytest.mark.parametrize("coefficients", ["adaptive", "trainable"])
+def test_activation_in_row_blocks_equals_one_block(monkeypatch, coefficients):
+    """The activation's row blocks (`CHUNK_ROWS`) change nothing: forward and gradients equal."""
+    import volrot.models.equilopo.activation as act
+    from volrot.models.equilopo import LocalActivation
+
+    torch.manual_seed(0)
+    layer = LocalActivation(1, coefficients).double()
+    x = torch.randn(2, 3, 10, 6, 7, 5, dtype=torch.float64, requires_grad=True)
+    monkeypatch.setattr(act, "CHUNK_ROWS", 10**9)
+    one = layer(x)
+    g = torch.randn_like(one)
+    grads_one = torch.autograd.grad((one * g).sum(), [x, *layer.parameters()])
+    monkeypatch.setattr(act, "CHUNK_ROWS", 97)  # 1260 rows -> 13 blocks, the last one short
+    assert len(act._blocks(x.numel() // 10)) == 13
+    blocked = layer(x)
+    grads_blocked = torch.autograd.grad((blocked * g).sum(), [x, *layer.parameters()])
+    assert torch.equal(one, blocked)
+    for a, b in zip(grads_one, grads_blocked):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-12)
+    with torch.no_grad():
+        assert torch.equal(layer(x), one)

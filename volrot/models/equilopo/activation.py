@@ -63,10 +63,25 @@ def adaptive_coefficients(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, 
     return c0, c1, c2
 
 
-def _polynomial_on_so3(x, n, c0, c1, c2, S, A):
-    """The forward of `_PolynomialOnSO3` (plain tensor ops; used directly without autograd, so
-    that tracing/export sees no custom Function). x: rows (R, N); n, c0..c2: (R, 1) or scalars."""
-    out = torch.matmul(torch.matmul(x, S.T).square_(), A.T)
+#: rows per block of the activation: its (rows, K) intermediates stay a few MB (cache-sized)
+#: instead of hundreds of MB per layer at 28³ (measured 1.3-1.6× faster on this step, and a
+#: lower peak memory). Tracing, export and torch.compile see one block (no Python loop).
+CHUNK_ROWS = 8192
+
+
+def _blocks(rows: int):
+    """Row slices of the activation's blocks (one slice when tracing or compiling)."""
+    if rows <= CHUNK_ROWS or torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
+        return [slice(0, rows)]
+    return [slice(i, min(i + CHUNK_ROWS, rows)) for i in range(0, rows, CHUNK_ROWS)]
+
+
+def _rows(t: torch.Tensor, sl: slice) -> torch.Tensor:
+    return t[sl] if t.dim() else t
+
+
+def _polynomial_block(x, n, c0, c1, c2, S, A, out=None):
+    out = torch.matmul(torch.matmul(x, S.T).square_(), A.T, out=out)
     out.mul_(c2 / n)
     m = min(x.shape[1], out.shape[1])
     out[:, :m].addcmul_(x[:, :m], c1)
@@ -74,9 +89,21 @@ def _polynomial_on_so3(x, n, c0, c1, c2, S, A):
     return out
 
 
+def _polynomial_on_so3(x, n, c0, c1, c2, S, A):
+    """The forward of `_PolynomialOnSO3` (plain tensor ops; used directly without autograd, so
+    that tracing/export sees no custom Function). x: rows (R, N); n, c0..c2: (R, 1) or scalars."""
+    blocks = _blocks(x.shape[0])
+    if len(blocks) == 1:
+        return _polynomial_block(x, n, c0, c1, c2, S, A)
+    out = x.new_empty(x.shape[0], A.shape[0])
+    for sl in blocks:
+        _polynomial_block(x[sl], _rows(n, sl), _rows(c0, sl), _rows(c1, sl), _rows(c2, sl), S, A, out=out[sl])
+    return out
+
+
 class _PolynomialOnSO3(torch.autograd.Function):
     """out = (n c0 + c1 v + (c2/n) v²)·Aᵀ with v = x·Sᵀ, per row of x (R, N): one SO(3)
-    function per row (`volrot.models.equilopo.layout.to_rows`).
+    function per row (`volrot.models.equilopo.layout.to_rows`), in blocks of `CHUNK_ROWS` rows.
 
     A·S = I on degree ≤ L and A·1 = e_0 (the constant function), and n, c0..c2 are constant
     over the K sample rotations, so this is computed as
@@ -96,14 +123,16 @@ class _PolynomialOnSO3(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         x, n, c0, c1, c2, S, A = ctx.saved_tensors
-        q = c2 / n
         m = min(x.shape[1], g.shape[1])
         grads = [None] * 7
         if ctx.needs_input_grad[0]:
-            gp = torch.matmul(g * q, A)
-            gp.mul_(torch.matmul(x, S.T))
-            gx = torch.matmul(gp, 2 * S)
-            gx[:, :m].addcmul_(g[:, :m], c1)
+            gx = torch.empty_like(x)
+            for sl in _blocks(x.shape[0]):
+                gs, xs = g[sl], x[sl]
+                gp = torch.matmul(gs * (_rows(c2, sl) / _rows(n, sl)), A)
+                gp.mul_(torch.matmul(xs, S.T))
+                torch.matmul(gp, 2 * S, out=gx[sl])
+                gx[sl, :m].addcmul_(gs[:, :m], _rows(c1, sl))
             grads[0] = gx
         if ctx.needs_input_grad[2]:
             grads[2] = (g[:, :1] * n).sum().reshape(c0.shape)

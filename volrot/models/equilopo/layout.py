@@ -48,14 +48,21 @@ def from_rows(rows: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return rows.view(b, *spatial, c, rows.shape[-1]).permute(*_FROM_LAST)
 
 
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    # a layout hint only: exporters (ONNX) have no memory formats, and the values are the same
+    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export():
+        return x
+    return x.contiguous(memory_format=torch.channels_last_3d)
+
+
 def as_conv_input(x: torch.Tensor) -> torch.Tensor:
     """`(B, C, N, D, H, W)` -> conv3d input `(B, C·N, D, H, W)` in `channels_last_3d`."""
-    b, c, n, *spatial = so3_last(x).shape
-    return so3_last(x).reshape(b, c * n, *spatial).contiguous(memory_format=torch.channels_last_3d)
+    x = so3_last(x)
+    b, c, n, *spatial = x.shape
+    return _channels_last(x.reshape(b, c * n, *spatial))
 
 
 def from_conv_output(y: torch.Tensor, channels: int) -> torch.Tensor:
     """conv3d output `(B, C·N, D, H, W)` -> `(B, C, N, D, H, W)`, SO(3)-last."""
     b, cn, *spatial = y.shape
-    y = y.contiguous(memory_format=torch.channels_last_3d)
-    return y.reshape(b, channels, cn // channels, *spatial)
+    return _channels_last(y).reshape(b, channels, cn // channels, *spatial)
