@@ -121,7 +121,7 @@ def test_activation_in_row_blocks_equals_one_block(monkeypatch, coefficients):
     g = torch.randn_like(one)
     grads_one = torch.autograd.grad((one * g).sum(), [x, *layer.parameters()])
     monkeypatch.setattr(act, "CHUNK_ROWS", 97)  # 1260 rows -> 13 blocks, the last one short
-    assert len(act._blocks(x.numel() // 10)) == 13
+    assert len(act._blocks(x.numel() // 10, x.device)) == 13
     blocked = layer(x)
     grads_blocked = torch.autograd.grad((blocked * g).sum(), [x, *layer.parameters()])
     assert torch.equal(one, blocked)
