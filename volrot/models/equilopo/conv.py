@@ -39,8 +39,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from volrot.models.equilopo.layout import as_conv_input, from_conv_output
 from volrot.models.equilopo.activation import as_full_precision, full_precision
+from volrot.models.equilopo.layout import as_conv_input, from_conv_output
 from volrot.so3.volume import centred_coordinates
 from volrot.so3.wigner import clebsch_gordan, degree_slice, n_coeffs, real_sh
 
@@ -148,9 +148,9 @@ class SO3Conv(nn.Module):
             xd = as_conv_input(x[:, :, : n_coeffs(dense_lin)])
             with full_precision(x):  # the kernel is built in fp32 (its CG structure carries the equivariance)
                 kern = self.kernel(dense_lin)
-            low = math.prod(spatial) >= self.bf16_min_voxels
-            with contextlib.nullcontext() if low else full_precision(x):
-                y = F.conv3d(xd if low else as_full_precision(xd), kern, padding=pad)
+            bf16_ok = math.prod(spatial) >= self.bf16_min_voxels  # (only matters under autocast)
+            with contextlib.nullcontext() if bf16_ok else full_precision(x):
+                y = F.conv3d(xd if bf16_ok else as_full_precision(xd), kern, padding=pad)
             y = from_conv_output(y, self.out_channels)
         else:
             y = x.new_zeros(b, self.out_channels, n_coeffs(self.lout), *spatial)
