@@ -10,6 +10,16 @@ torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or 1))
 
 
 @pytest.fixture
+def one_thread():
+    """One torch thread for this test whatever OMP_NUM_THREADS says (the EquiLoPO tests:
+    `pytestmark = pytest.mark.usefixtures("one_thread")`)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture
 def medmnist_dir() -> Path:
     """The real AdrenalMNIST3D folder ($VOLROT_MEDMNIST_ROOT, see tests/real_data.py), or skip."""
     from real_data import HAVE_ADRENAL, MEDMNIST_ROOT, SKIP_REASON

@@ -20,12 +20,7 @@ from volrot.so3.groups import octahedral, rotate_exact
 GRID = octahedral()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _column_gram(x, lmax):

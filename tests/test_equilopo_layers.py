@@ -30,13 +30,12 @@ GRID = octahedral()
 SOME = [GRID[i] for i in (1, 5, 9, 17, 23)]
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 @pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _seed():
     torch.manual_seed(0)
-    yield
-    torch.set_num_threads(old)
 
 
 #: the field law of every EquiLoPO layer (volrot.so3.fields)

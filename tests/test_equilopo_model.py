@@ -12,30 +12,12 @@ from volrot.models.equilopo import live_parameter_count, paper_parameter_count
 from volrot.so3.check import assert_invariant
 from volrot.so3.groups import octahedral
 
+from model_helpers import calibrate
+
 GRID = octahedral()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-def calibrate_batchnorm(model, x):
-    """Set every BN's running statistics to those of batch `x` (momentum 1, one pass)."""
-    from volrot.models.equilopo import SE3BatchNorm
-
-    bns = [m for m in model.modules() if isinstance(m, SE3BatchNorm)]
-    saved = [bn.momentum for bn in bns]
-    for bn in bns:
-        bn.momentum = 1.0
-    model.train()
-    with torch.no_grad():
-        model(x)
-    for bn, momentum in zip(bns, saved):
-        bn.momentum = momentum
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_odd_and_even_sizes_keep_invariance():
@@ -44,7 +26,7 @@ def test_odd_and_even_sizes_keep_invariance():
     model = create_model("equilopo", num_classes=2, channels=1, blocks=8)
     for size in (10, 7):
         x = torch.randn(1, 1, size, size, size)
-        calibrate_batchnorm(model, torch.randn(2, 1, size, size, size))
+        calibrate(model, torch.randn(2, 1, size, size, size))
         model.eval()
         assert_invariant(model, x, GRID, tol=1e-4)
 

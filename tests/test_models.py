@@ -41,6 +41,8 @@ from volrot.so3.check import (
 from volrot.so3.groups import cube_group
 from volrot.so3.volume import rotate_trilinear
 
+from model_helpers import calibrate
+
 #: arch -> tiny configs (options, cubic input size)
 CONFIGS: dict[str, list[tuple[dict, int]]] = {
     "resnet3d": [({"width": 2}, 8)],
@@ -89,19 +91,6 @@ def volume(batch: int, size: int, seed: int) -> torch.Tensor:
     coarse = torch.randn(batch, 1, 5, 5, 5, generator=g)
     fine = 0.1 * torch.randn(batch, 1, size, size, size, generator=g)
     return F.interpolate(coarse, size=(size,) * 3, mode="trilinear", align_corners=True) + fine
-
-
-def calibrate(model: torch.nn.Module, x: torch.Tensor) -> None:
-    """Set the running statistics of every batch norm (torch, e3nn, EquiLoPO) to those of `x`."""
-    norms = [m for m in model.modules() if hasattr(m, "running_mean") and hasattr(m, "momentum")]
-    saved = [m.momentum for m in norms]
-    for m in norms:
-        m.momentum = 1.0
-    model.train()
-    with torch.no_grad():
-        model(x)
-    for m, momentum in zip(norms, saved):
-        m.momentum = momentum
 
 
 def build(arch: str, opts: dict, size: int, mode: str, seed: int = 0) -> torch.nn.Module:
