@@ -92,7 +92,13 @@ def catalog_entry(name: str) -> CatalogEntry:
 def check_options(name: str, options) -> None:
     """A `UserError` naming an unknown arch or the first option it does not have (no torch)."""
     entry = catalog_entry(name)
-    unknown = sorted(set(options) - set(entry.defaults))
+    check_known_options(entry.name, options, entry.defaults)
+
+
+def check_known_options(arch: str, options, defaults) -> None:
+    """A `UserError` naming the first of `options` that is not a key of the arch's `defaults`
+    (the one message for the catalog and the registry)."""
+    unknown = sorted(set(options) - set(defaults))
     if unknown:
-        known = ", ".join(sorted(entry.defaults)) or "none"
-        raise UserError(f"unknown recipe key 'model.{unknown[0]}' for arch '{entry.name}' (options: {known})")
+        known = ", ".join(sorted(defaults)) or "none"
+        raise UserError(f"unknown recipe key 'model.{unknown[0]}' for arch '{arch}' (options: {known})")

@@ -44,6 +44,7 @@ import torch.nn as nn
 from torch.overrides import TorchFunctionMode
 
 from volrot.errors import UserError
+from volrot.models.catalog import check_known_options
 from volrot.so3.groups import NO_SYMMETRY, Symmetry
 
 
@@ -129,10 +130,7 @@ def model_defaults(name: str) -> dict[str, Any]:
 def check_model_options(name: str, options) -> ModelEntry:
     """The arch's entry; a `UserError` naming the first option it does not have."""
     entry = get_entry(name)
-    unknown = sorted(set(options) - set(entry.defaults))
-    if unknown:
-        known = ", ".join(sorted(entry.defaults)) or "none"
-        raise UserError(f"unknown recipe key 'model.{unknown[0]}' for arch '{entry.name}' (options: {known})")
+    check_known_options(entry.name, options, entry.defaults)
     return entry
 
 
