@@ -27,7 +27,7 @@ import math
 import torch
 import torch.nn as nn
 
-from volrot.models.equilopo.layout import from_rows, so3_last, to_rows
+from volrot.models.equilopo.layout import capturing_graph, from_rows, so3_last, to_rows
 from volrot.so3.wigner import SO3Resampler, mean_square, n_coeffs
 
 COEFFICIENT_TYPES = ("adaptive", "constant", "trainable")
@@ -72,8 +72,7 @@ CHUNK_ROWS = 8192
 
 def _blocks(rows: int, device: torch.device):
     """Row slices of the activation's blocks (one slice off the CPU, or when tracing or compiling)."""
-    if (rows <= CHUNK_ROWS or device.type != "cpu" or torch.jit.is_tracing() or torch.jit.is_scripting()
-            or torch.compiler.is_compiling()):
+    if rows <= CHUNK_ROWS or device.type != "cpu" or capturing_graph() or torch.compiler.is_compiling():
         return [slice(0, rows)]
     return [slice(i, min(i + CHUNK_ROWS, rows)) for i in range(0, rows, CHUNK_ROWS)]
 

@@ -48,9 +48,15 @@ def from_rows(rows: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return rows.view(b, *spatial, c, rows.shape[-1]).permute(*_FROM_LAST)
 
 
+def capturing_graph() -> bool:
+    """Whether the forward is being traced, scripted or exported (ONNX): layout hints and
+    Python-level blocking are left out of graphs."""
+    return torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
+
+
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
     # a layout hint only: exporters (ONNX) have no memory formats, and the values are the same
-    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export():
+    if capturing_graph():
         return x
     return x.contiguous(memory_format=torch.channels_last_3d)
 
